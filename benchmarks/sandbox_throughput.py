@@ -1,0 +1,239 @@
+"""Throughput of pidistill's sandbox vs a human-eval-style checker, on the same MBPP programs.
+
+    .venv/bin/python benchmarks/sandbox_throughput.py              # 500 programs, all CPUs
+    .venv/bin/python benchmarks/sandbox_throughput.py --n 200 --workers 2
+
+Programs: the first N MBPP problems (all splits), alternating the canonical solution and a
+broken one (its function replaced by one returning a wrong object), so about half pass.
+
+- pidistill: `MBPPDomain.check_many` (fresh instance, empty verdict cache, sandbox start-up
+  included): bubblewrap container per worker, fork-server, per-assert harness.
+- human-eval: a re-implementation of openai/human-eval's `check_correctness`
+  (human_eval/execution.py, MIT): per program a `multiprocessing.Manager()` list and a new
+  `multiprocessing.Process` that makes a temp dir, applies `reliability_guard` (rlimits, disables
+  destructive os functions), swallows IO and runs `exec(program)` under a SIGALRM time limit;
+  driven by a ThreadPoolExecutor as in its `evaluate_functional_correctness`.
+- process+pipe: the same without the Manager (a leaner variant of the same idea), reported
+  for reference.
+
+Both must agree on which programs pass; the script exits non-zero if they do not.
+
+Measured (2 CPUs shared with two training processes at 100%, load average 6.5-7.6; 4 workers):
+pidistill 403-500 programs/s cold, 465-626 warm; human-eval check_correctness 56-65/s
+(6.6-8.0x cold, 8.2-9.9x warm); process+pipe 156-176/s. CPU time (`perf stat`, --only):
+about 2 ms per program for pidistill vs about 17 ms for human-eval's checker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import faulthandler
+import io
+import multiprocessing
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from domains.base import Problem  # noqa: E402
+from domains.code import MBPPDomain  # noqa: E402
+
+BROKEN = "\n\nclass _Wrong:\n    pass\n\ndef {name}(*args, **kwargs):\n    return _Wrong()\n"
+
+
+def programs(n: int) -> tuple[list[Problem], list[str]]:
+    d = MBPPDomain()
+    problems = [p for split in ("prompt", "test", "validation", "train") for p in d.load(split)][:n]
+    completions = [p.solution if i % 2 == 0 else p.solution + BROKEN.format(name=p.meta["entry_point"])
+                   for i, p in enumerate(problems)]  # fmt: skip
+    return problems, completions
+
+
+def plain_program(p: Problem, completion: str) -> str:
+    """The program human-eval-style checkers exec: solution, setup, then the asserts."""
+    return "\n".join([completion, p.meta.get("test_setup_code", ""), *p.tests]) + "\n"
+
+
+# ----------------------------------------------------------------------------- human-eval style
+
+
+class TimeoutException(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    def handler(signum, frame):
+        raise TimeoutException("Timed out!")
+
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGALRM, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@contextlib.contextmanager
+def swallow_io():
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        yield
+
+
+def reliability_guard(max_bytes: int = 1 << 30) -> None:
+    """As in human-eval: rlimits and disabling destructive functions (NOT a security sandbox)."""
+    import builtins
+    import resource
+    import shutil
+    import subprocess
+
+    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+    resource.setrlimit(resource.RLIMIT_DATA, (max_bytes, max_bytes))
+    faulthandler.disable()
+    builtins.exit = None
+    builtins.quit = None
+    os.environ["OMP_NUM_THREADS"] = "1"
+    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
+                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod",
+                 "fchown", "chmod", "chown", "chroot", "lchown", "getcwd", "chdir"):  # fmt: skip
+        setattr(os, name, None)
+    shutil.rmtree = None
+    shutil.move = None
+    shutil.chown = None
+    subprocess.Popen = None
+
+
+def unsafe_execute(program: str, timeout: float, result) -> None:
+    with tempfile.TemporaryDirectory() as dirname:
+        os.chdir(dirname)
+        import shutil
+
+        rmtree, rmdir, chdir = shutil.rmtree, os.rmdir, os.chdir
+        reliability_guard()
+        try:
+            exec_globals: dict = {}
+            with swallow_io():
+                with time_limit(timeout):
+                    exec(program, exec_globals)
+            result.append("passed")
+        except TimeoutException:
+            result.append("timed out")
+        except BaseException as e:
+            result.append(f"failed: {e}")
+        shutil.rmtree, os.rmdir, os.chdir = rmtree, rmdir, chdir
+
+
+def check_correctness_manager(program: str, timeout: float) -> bool:
+    manager = multiprocessing.Manager()
+    result = manager.list()
+    p = multiprocessing.Process(target=unsafe_execute, args=(program, timeout, result))
+    p.start()
+    p.join(timeout=timeout + 1)
+    if p.is_alive():
+        p.kill()
+    out = list(result) or ["timed out"]
+    manager.shutdown()
+    return out[0] == "passed"
+
+
+def _pipe_target(program: str, timeout: float, conn) -> None:
+    result: list[str] = []
+    unsafe_execute(program, timeout, result)
+    conn.send(result[0] if result else "timed out")
+
+
+def check_correctness_pipe(program: str, timeout: float) -> bool:
+    recv, send = multiprocessing.Pipe(duplex=False)
+    p = multiprocessing.Process(target=_pipe_target, args=(program, timeout, send))
+    p.start()
+    send.close()
+    outcome = recv.recv() if recv.poll(timeout + 1) else "timed out"
+    p.join(1)
+    if p.is_alive():
+        p.kill()
+    return outcome == "passed"
+
+
+def run_baseline(check, progs: list[str], workers: int, timeout: float) -> tuple[list[bool], float]:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        passed = list(pool.map(lambda prog: check(prog, timeout), progs))
+    return passed, time.perf_counter() - t0
+
+
+def run_pidistill(problems: list[Problem], completions: list[str], workers: int, timeout: float, warm: bool = True):
+    """Cold (sandbox start-up included) and warm (workers already up, verdict cache emptied) runs."""
+    t0 = time.perf_counter()
+    d = MBPPDomain(timeout_s=timeout, workers=workers)
+    verdicts = d.check_many(problems, completions)
+    cold = time.perf_counter() - t0
+    warm_s = float("nan")
+    if warm:
+        d._cache.clear()
+        t0 = time.perf_counter()
+        again = d.check_many(problems, completions)
+        warm_s = time.perf_counter() - t0
+        assert [v.passed for v in again] == [v.passed for v in verdicts]
+    isolation = d.sandbox.isolation
+    d.close()
+    return verdicts, cold, warm_s, isolation
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=2 * len(os.sched_getaffinity(0)),
+                    help="parallelism for every checker (default: the sandbox's default, 2x CPUs)")  # fmt: skip
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--skip-pipe", action="store_true", help="skip the process+pipe reference variant")
+    ap.add_argument("--only", choices=["pidistill", "human-eval", "pipe"],
+                    help="run one checker only (e.g. under `perf stat` to compare CPU time)")  # fmt: skip
+    args = ap.parse_args()
+    multiprocessing.set_start_method("fork", force=True)  # human-eval's default on Linux
+
+    problems, completions = programs(args.n)
+    plain = [plain_program(p, c) for p, c in zip(problems, completions)]
+    if args.only:
+        t0 = time.perf_counter()
+        if args.only == "pidistill":
+            run_pidistill(problems, completions, args.workers, args.timeout, warm=False)
+        else:
+            check = check_correctness_manager if args.only == "human-eval" else check_correctness_pipe
+            run_baseline(check, plain, args.workers, args.timeout)
+        print(f"{args.only}: {len(plain) / (time.perf_counter() - t0):.1f} programs/s")
+        return 0
+    print(f"{len(plain)} MBPP programs ({sum(i % 2 == 0 for i in range(len(plain)))} canonical, rest broken), "
+          f"{args.workers} workers, {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+    he_passed, he_s = run_baseline(check_correctness_manager, plain, args.workers, args.timeout)
+    rows = [("human-eval check_correctness (Manager+Process)", he_s, "rlimits + monkey-patched os")]
+    if not args.skip_pipe:
+        pipe_passed, pipe_s = run_baseline(check_correctness_pipe, plain, args.workers, args.timeout)
+        rows.append(("process+pipe (no Manager)", pipe_s, "rlimits + monkey-patched os"))
+        assert pipe_passed == he_passed, "process+pipe and human-eval disagree"
+    verdicts, px_s, warm_s, isolation = run_pidistill(problems, completions, args.workers, args.timeout)
+    rows.insert(0, ("pidistill sandbox (MBPPDomain.check_many)", px_s, f"{isolation}, per-assert scores, cold start"))
+    rows.insert(1, ("pidistill, workers already running", warm_s, "same, warm"))
+
+    n = len(plain)
+    for name, secs, iso in rows:
+        print(f"  {name:<48} {n / secs:8.1f} programs/s  ({secs:6.2f} s)  [{iso}]")
+    for name, secs, _ in rows[2:]:
+        print(f"  speed-up vs {name}: {secs / px_s:.1f}x cold, {secs / warm_s:.1f}x warm")
+    ours = [v.passed for v in verdicts]
+    disagree = [p.problem_id for p, a, b in zip(problems, ours, he_passed) if a != b]
+    print(f"  passed: pidistill {sum(ours)}, human-eval {sum(he_passed)}; disagreements: {disagree or 'none'}")
+    print(f"  pidistill statuses: { {s: sum(v.status == s for v in verdicts) for s in ('pass', 'fail', 'error', 'timeout')} }")
+    return 1 if disagree else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`gsm8k`: grade-school math word problems with a numeric final answer.
+
+One row of the source file (`{"question", "answer"}`, answer ends in `#### <n>`):
+
+    {"question": "Janet's ducks lay 16 eggs per day. ...",
+     "answer": "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\\n...\\n#### 18"}
+
+Where the data comes from (`path`):
+- None: `<data_root>/gsm8k/{train,test}.jsonl` (the bundled copy);
+- a directory: `<dir>/{split}.jsonl`;
+- a file: that one file, used as-is whichever split is asked for;
+- anything else: an HF dataset name (`openai/gsm8k`, config `main`), loaded with `datasets`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from domains import DomainError, data_root
+from domains.base import Problem, file_sha256, stable_hash
+from domains.numeric import NumericAnswerDomain, normalize_number
+
+_CALCULATOR = re.compile(r"<<[^>]*>>")
+
+
+def _looks_like_path(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or path.endswith((".jsonl", ".json")) or Path(path).exists()
+
+
+class GSM8KDomain(NumericAnswerDomain):
+    name = "gsm8k"
+    stop = ("\nQuestion:",)
+    instruction = "Solve the problem step by step. End with '#### <number>'."
+
+    def __init__(self, path: str | None = None, hf_config: str = "main"):
+        self.path = path
+        self.hf_config = hf_config
+        if path is None:
+            self._source: Path | str = data_root() / "gsm8k"
+        elif _looks_like_path(path):
+            self._source = Path(path).expanduser()
+        else:
+            self._source = path  # HF dataset name
+        if isinstance(self._source, Path) and not self._source.exists():
+            raise DomainError(f"gsm8k data not found at {self._source}")
+
+    def _file_for(self, split: str) -> Path | None:
+        if not isinstance(self._source, Path):
+            return None
+        if self._source.is_file():
+            return self._source
+        f = self._source / f"{split}.jsonl"
+        if not f.exists():
+            raise DomainError(f"gsm8k split {split!r} not found: {f}")
+        return f
+
+    def _rows(self, split: str) -> list[dict[str, Any]]:
+        if split not in ("train", "test"):
+            raise DomainError(f"gsm8k has splits 'train' and 'test', not {split!r}")
+        f = self._file_for(split)
+        if f is None:
+            import datasets  # only when asked for a hub dataset
+
+            return list(datasets.load_dataset(str(self._source), self.hf_config, split=split))
+        rows = []
+        with open(f, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    row["question"], row["answer"]
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise DomainError(f"{f}:{lineno}: not a gsm8k row ({exc!r})") from exc
+                rows.append(row)
+        return rows
+
+    def load(self, split: str, limit: int | None = None) -> list[Problem]:
+        problems = []
+        for row in self._rows(split)[:limit]:
+            solution = _CALCULATOR.sub("", row["answer"])
+            final = normalize_number(row["answer"].rsplit("####", 1)[-1])
+            if final is None:
+                raise DomainError(f"gsm8k row has no '#### <number>' answer: {row['answer'][-80:]!r}")
+            problems.append(
+                Problem(
+                    problem_id="gsm8k-" + stable_hash(row["question"], n=10),
+                    domain=self.name,
+                    question=row["question"],
+                    answer=final,
+                    solution=" " + solution.strip(),
+                )
+            )
+        return problems
+
+    def data_hash(self) -> str:
+        if isinstance(self._source, Path):
+            files = [self._source] if self._source.is_file() else sorted(self._source.glob("*.jsonl"))
+            return file_sha256(*files)
+        return stable_hash({"hf": self._source, "config": self.hf_config})

@@ -1,0 +1,76 @@
+"""Final-answer extraction and checking for numeric math domains (arith, gsm8k).
+
+    >>> extract_answer("She pays 3 * $4 = $12.\\n#### $1,234.50 dollars")
+    '1234.5'
+    >>> extract_answer("so the answer is 42 apples.")
+    '42'
+
+Order of preference: the text after the last `####`, then "the answer is X",
+then the last number in the completion. Commas, `$`, `%` and trailing units
+are ignored; numbers compare exactly as decimals (`12.0` == `12`).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from domains.base import BaseDomain, PrivilegedInfo, Problem, Verdict, pi_section
+
+_NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?|-?\$?\s*\.\d+")
+_ANSWER_IS = re.compile(r"answer is[:\s]*(.*)", re.IGNORECASE)
+
+
+def normalize_number(text: str) -> str | None:
+    """'$1,234.50' -> '1234.5'; None when `text` holds no number."""
+    m = _NUMBER.search(text)
+    if not m:
+        return None
+    raw = m.group(0).replace("$", "").replace(",", "").replace(" ", "")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def extract_answer(completion: str) -> str | None:
+    """The final numeric answer of a completion (see module docstring), or None."""
+    if "####" in completion:
+        tail = completion.rsplit("####", 1)[1].strip().splitlines()
+        return normalize_number(tail[0]) if tail else None
+    m = None
+    for m in _ANSWER_IS.finditer(completion):
+        pass
+    if m and (found := normalize_number(m.group(1))):
+        return found
+    numbers = _NUMBER.findall(completion)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+class NumericAnswerDomain(BaseDomain):
+    """A domain whose problems have one numeric final answer, written after `####`."""
+
+    instruction = ""
+
+    def prompt(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
+        parts = [f"Question: {problem.question}"]
+        if self.instruction:
+            parts.insert(0, self.instruction)
+        if pi is not None:
+            parts.append(pi_section(pi))
+        return "\n".join(parts) + "\nAnswer:"
+
+    def check(self, problem: Problem, completion: str) -> Verdict:
+        expected = normalize_number(problem.answer)
+        if expected is None:
+            return Verdict.error(f"problem {problem.problem_id} has no numeric reference answer: {problem.answer!r}")
+        got = extract_answer(completion)
+        if got is None:
+            return Verdict("fail", False, 0.0, "no final answer found; end with '#### <number>'")
+        if got == expected:
+            return Verdict("pass", True, 1.0, "")
+        # Never reveal the reference in feedback: feedback may become a retry prompt.
+        return Verdict("fail", False, 0.0, f"final answer {got} is wrong")

@@ -1,0 +1,340 @@
+"""The frozen config tree of an experiment, and loading it from YAML.
+
+A preset (experiments/presets/demo.yaml), abridged:
+
+    name: demo
+    domain: {name: arith, train_size: 64, eval_size: 200}
+    model: {name_or_path: tiny}
+    sampling: {n: 4, temperature: 1.0}
+    train: {method: sft, lr: 5.0e-4}
+    rounds: 2
+    seeds: [0, 1, 2]
+    arms:
+      - {name: no-train, set: {train.method: none}}
+      - {name: rft}
+
+Every field has a description (Prefect's UI form shows them). Configs do no
+I/O: checking that a dataset exists is `flows.preflight`, not validation here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+PIKind = Literal[
+    "none",
+    "correct_answer",
+    "wrong_answer",
+    "gibberish",
+    "previous_attempt",
+    "verifier_feedback",
+    "self_diagnosis",
+    "skeleton",
+    "reference_solution",
+]
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names the offending field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DomainConfig(_Frozen):
+    name: Literal["arith", "gsm8k", "mbpp", "humaneval", "minif2f"] = Field(
+        "arith", description="Problem domain: arith (procedural), gsm8k, mbpp, humaneval or minif2f."
+    )
+    path: str | None = Field(
+        None,
+        description="Another file/folder of the domain's format, or an HF dataset name. Empty: the bundled data.",
+    )
+    train_size: int = Field(64, ge=1, description="Training problems sampled each round.")
+    eval_size: int = Field(200, ge=1, description="Held-out (test split) problems evaluated each round.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword options of the domain (e.g. arith max_ops)."
+    )
+
+
+class TinyModelConfig(_Frozen):
+    """Recipe of the locally built model used when model.name_or_path is 'tiny'."""
+
+    vocab_size: int = Field(384, ge=64, description="Tokenizer vocabulary size (BPE, digits split).")
+    hidden_size: int = Field(128, ge=32, description="Transformer width.")
+    layers: int = Field(4, ge=1, description="Transformer layers.")
+    heads: int = Field(4, ge=1, description="Attention heads (head dim = hidden/heads, keep >= 32 for vLLM).")
+    max_steps: int = Field(4000, ge=10, description="Most pretraining steps before giving up.")
+    batch_size: int = Field(64, ge=1, description="Pretraining batch size.")
+    lr: float = Field(3e-3, gt=0, description="Pretraining peak learning rate.")
+    target_low: float = Field(0.10, ge=0, le=1, description="Lowest acceptable base pass@1 on the eval split.")
+    target_high: float = Field(0.60, ge=0, le=1, description="Highest acceptable base pass@1 on the eval split.")
+    stop_at: float = Field(
+        0.25, ge=0, le=1, description="Pretraining stops at the first check whose pass@1 reaches this."
+    )
+    eval_every: int = Field(100, ge=10, description="Steps between pass@1 checks during pretraining.")
+    seed: int = Field(0, description="Seed of tokenizer corpus, init and data order.")
+
+    @model_validator(mode="after")
+    def _window(self) -> "TinyModelConfig":
+        if not self.target_low <= self.stop_at <= self.target_high:
+            raise ValueError("need target_low <= stop_at <= target_high")
+        if self.hidden_size % self.heads:
+            raise ValueError("hidden_size must be a multiple of heads")
+        return self
+
+
+class ModelConfig(_Frozen):
+    name_or_path: str = Field(
+        "tiny", description="'tiny' (built locally on arith), an HF model id, or a local checkpoint folder."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run: auto = cuda when present.")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Recipe of the tiny model.")
+
+
+class SamplingConfig(_Frozen):
+    backend: Literal["hf", "vllm", "auto"] = Field(
+        "hf", description="Sampler: hf (transformers generate), vllm, or auto (vLLM when importable on a GPU)."
+    )
+    n: int = Field(4, ge=1, description="Samples per training prompt (first tries).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(64, ge=1, description="Most tokens generated per completion.")
+    batch_size: int = Field(64, ge=1, description="Prompts per generate() call (HF backend).")
+
+
+class RetryConfig(_Frozen):
+    max_retries: int = Field(0, ge=0, description="K: retries after a failed attempt (0 = no retry loop).")
+    feedback: PIKind = Field("none", description="What the retry prompt carries (pi_kind).")
+    model: str | None = Field(None, description="Another model for retries (cross-model retry); empty = same.")
+
+
+class VerifyConfig(_Frozen):
+    mode: Literal["binary", "graded"] = Field(
+        "binary", description="binary: accept when all checks pass; graded: accept when score >= threshold."
+    )
+    threshold: float = Field(1.0, ge=0, le=1, description="Graded mode: lowest accepted score.")
+    max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="A round fails loudly when more verdicts than this are verifier errors."
+    )
+
+
+class FilterConfig(_Frozen):
+    dedupe: bool = Field(True, description="Drop exact duplicate completions of one problem.")
+    max_per_problem: int | None = Field(None, ge=1, description="Most accepted completions per problem.")
+    frontier: bool = Field(False, description="Keep only problems whose pass rate this round is in the bounds.")
+    frontier_low: float = Field(0.0, ge=0, le=1, description="Frontier: pass rate must be > this.")
+    frontier_high: float = Field(1.0, ge=0, le=1, description="Frontier: pass rate must be < this.")
+
+
+class TrainConfig(_Frozen):
+    method: Literal["none", "sft", "opsd"] = Field(
+        "sft", description="none (no training: a control arm), sft (TRL SFTTrainer), opsd."
+    )
+    peft: Literal["full", "lora"] = Field("full", description="Full fine-tuning or a LoRA adapter.")
+    init: Literal["previous", "base"] = Field(
+        "previous", description="Each round trains from the previous round's checkpoint, or from the base."
+    )
+    lr: float = Field(1e-5, gt=0, description="Learning rate.")
+    epochs: float = Field(1.0, gt=0, description="Epochs over the round's accepted examples.")
+    batch_size: int = Field(8, ge=1, description="Per-device train batch size.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(512, ge=8, description="Longest prompt+completion in tokens (longer is truncated).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: list[str] | str = Field(
+        "all-linear", description="Modules LoRA adapts ('all-linear' or a list of names)."
+    )
+    min_examples: int = Field(1, ge=0, description="Skip training (keep the model) with fewer accepted examples.")
+    sft_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Any other trl.SFTConfig argument, passed through as-is."
+    )
+
+
+class EvalConfig(_Frozen):
+    n: int = Field(1, ge=1, description="Samples per held-out problem.")
+    temperature: float = Field(0.0, ge=0, description="Evaluation temperature; 0 = greedy.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Defaults to sampling.max_new_tokens.")
+
+
+class ArmConfig(_Frozen):
+    name: str = Field(description="Arm name (letters, digits, . _ -); stored in every row as `arm`.")
+    set: dict[str, Any] = Field(
+        default_factory=dict, description="Dotted overrides of the experiment config for this arm."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 64)")
+        return v
+
+
+class ExperimentConfig(_Frozen):
+    name: str = Field("experiment", description="Experiment name (preset name).")
+    description: str = Field("", description="What the experiment tests.")
+    seed_result: str = Field("", description="What the original sprint measured, for comparison.")
+    domain: DomainConfig = Field(default_factory=DomainConfig, description="Problems and how many.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model being improved.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How attempts are sampled.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="The try-again loop.")
+    verify: VerifyConfig = Field(default_factory=VerifyConfig, description="How attempts are judged.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Which attempts become SFT data.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="How the model is trained each round.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation after each round.")
+    rounds: int = Field(1, ge=1, le=100, description="Sample-verify-filter-train-evaluate rounds.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each arm runs each.")
+    arms: list[ArmConfig] = Field(
+        default_factory=lambda: [ArmConfig(name="main")], min_length=1, description="Arms compared."
+    )
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _domain_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return {"name_or_path": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 64)")
+        return v
+
+    @model_validator(mode="after")
+    def _arms_resolve(self) -> "ExperimentConfig":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be unique, got {self.seeds}")
+        for arm in self.arms:
+            if arm.set:
+                self.for_arm(arm.name)  # raises ConfigError naming arms[i].set.<key>
+        return self
+
+    def for_arm(self, arm: str) -> "ExperimentConfig":
+        """The effective config of one arm: its overrides applied, `arms` narrowed to it
+        (with an empty `set`: the overrides are in the fields now)."""
+        index = next((i for i, a in enumerate(self.arms) if a.name == arm), None)
+        if index is None:
+            raise KeyError(f"no arm {arm!r}; arms: {[a.name for a in self.arms]}")
+        spec = self.arms[index]
+        data = self.model_dump()
+        data["arms"] = [{"name": spec.name}]
+        for key, value in spec.set.items():
+            if key.split(".")[0] in ("arms", "seeds", "name"):
+                raise ConfigError(f"arms[{index}].set.{key}: an arm cannot override {key.split('.')[0]!r}")
+            _set_dotted(data, key, value, where=f"arms[{index}].set")
+        return _validate(data, prefix=f"arms[{index}].set: ")
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+# `--set model=X` / `--set domain=X` name the model / domain and keep the rest of the section.
+_SHORTHAND = {"model": "name_or_path", "domain": "name"}
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "--set") -> None:
+    parts = key.split(".")
+    if len(parts) == 1 and key in _SHORTHAND and isinstance(value, str):
+        parts = [key, _SHORTHAND[key]]
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        elif isinstance(node[part], str) and part in _SHORTHAND:
+            node[part] = {_SHORTHAND[part]: node[part]}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"{where} {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _format_error(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f" (got {err['input']!r})" if loc and not isinstance(err.get("input"), dict) else ""
+        lines.append(f"{prefix}{loc}: {msg}{got}" if loc else f"{prefix}{msg}")
+    return "; ".join(lines)
+
+
+def _validate(data: dict[str, Any], prefix: str = "") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, prefix)) from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_preset(preset_or_path: str) -> Path:
+    """A preset name (experiments/presets/NAME.yaml) or a path to a YAML file."""
+    path = Path(preset_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    candidate = PRESETS_DIR / f"{preset_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown preset {preset_or_path!r}; presets: {', '.join(preset_names())}")
+    return candidate
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """['train.lr=1e-4', 'model=tiny'] -> [('train.lr', 0.0001), ('model', 'tiny')] (values parsed as YAML)."""
+    out = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+        if isinstance(value, str) and _FLOAT.match(value):  # YAML 1.1 reads 1e-4 as a string
+            value = float(value)
+        out.append((key.strip(), value))
+    return out
+
+
+def load_config(preset_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a preset or YAML file, apply `key=value` overrides, validate. Raises ConfigError."""
+    path = resolve_preset(preset_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(data, key, value)
+    return _validate(data)

@@ -1,0 +1,171 @@
+"""The `pidistill` command.
+
+    pidistill demo                                   # the micro-scale headline experiment on CPU
+    pidistill run PRESET_OR_YAML [--run-id ID] [--set key=value ...]
+    pidistill list                                   # presets and what the original sprint measured
+    pidistill sql "select arm, avg(passed::int) from attempts group by arm"
+    pidistill bootstrap-model                        # build the tiny local model now
+    pidistill doctor                                 # what this machine can run (Lean, GPU, sandbox)
+
+Exit codes: 0 ok, 1 the run failed, 2 bad input (config, query, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from experiments.config import ConfigError, ExperimentConfig, load_config, preset_names
+
+
+def _prefect_defaults() -> None:
+    # Offline by default: no telemetry; an ephemeral API unless PREFECT_API_URL points at a server.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _run(config: ExperimentConfig, run_id: str | None) -> int:
+    from flows.experiment import experiment_flow
+    from storage.report import arm_summary, format_summary
+    from tasks.runs import new_run_id, preflight
+
+    preflight(config)  # before anything is written
+    run_id = run_id or new_run_id(config.name)
+    from storage.writer import home_dir
+
+    if (home_dir() / run_id).exists():
+        raise ConfigError(f"--run-id {run_id}: a run with this id exists under {home_dir()}")
+    started = time.time()
+    print(f"run {run_id}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} rounds "
+          f"on {config.domain.name}; outputs in {home_dir() / run_id}", flush=True)
+    experiment_flow(config, run_id=run_id)
+    print(f"\n{config.name} ({run_id}) finished in {time.time() - started:.0f} s")
+    print(format_summary(arm_summary(run_id)))
+    print(f'\nQuery every attempt:  pidistill sql "select arm, seed, round, count(*), avg(passed::int) '
+          f"from attempts where run_id = '{run_id}' group by all order by all\"")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(load_config(args.config, args.set), args.run_id)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _run(load_config("demo", args.set), args.run_id)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in preset_names():
+        cfg = load_config(name)
+        desc = " ".join(cfg.description.split())
+        print(f"{name:<28} {cfg.domain.name:<9} {len(cfg.arms)} arms  seed result: {cfg.seed_result or '-'}")
+        if args.verbose and desc:
+            print(f"    {desc}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+    import pandas as pd
+
+    from storage.catalog import query
+
+    try:
+        df = query(args.query)
+    except duckdb.Error as exc:
+        print(f"pidistill sql: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        with pd.option_context("display.max_rows", args.max_rows, "display.max_columns", None, "display.width", 200,
+                               "display.max_colwidth", 60):
+            print(df.to_string(index=False) if len(df) else f"(no rows; columns: {', '.join(df.columns)})")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from models.tiny import ensure_tiny_model
+
+    cfg = load_config(args.config, args.set)
+    print(ensure_tiny_model(cfg.model.tiny))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this machine can run: accelerator, code sandbox isolation, Lean (and so which presets)."""
+    import torch
+
+    from lean_env.doctor import doctor, format_doctor
+    from sandbox import Limits, Sandbox
+
+    print(f"python   {sys.version.split()[0]}, torch {torch.__version__}, "
+          f"cuda {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    with Sandbox(Limits(timeout_s=5.0), workers=1) as sb:
+        r = sb.run("print('ok')")
+    print(f"sandbox  isolation={r.isolation} status={r.status}")
+    rows = doctor(live=args.live)
+    print(format_doctor(rows))
+    lean_ok = all(ok for _, ok, _ in rows)
+    lean_presets = [n for n in preset_names() if load_config(n).domain.name == "minif2f"]
+    if lean_presets:
+        state = "can run" if lean_ok else "cannot run (Lean not found)"
+        print(f"Lean presets {state}: {', '.join(lean_presets)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pidistill", description="LLM self-improvement loops, every attempt queryable.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.lr=1e-4 (repeatable; value is YAML)")
+        sp.add_argument("--run-id", default=None, help="run id (default: <preset>-<utc time>-<rand>)")
+
+    sp = sub.add_parser("run", help="run a preset or YAML config")
+    sp.add_argument("config", help="preset name (see `pidistill list`) or path to a YAML file")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("demo", help="the demo experiment (arith, tiny model, CPU)")
+    with_config(sp)
+    sp.set_defaults(fn=cmd_demo)
+
+    sp = sub.add_parser("list", help="list presets")
+    sp.add_argument("-v", "--verbose", action="store_true", help="also print descriptions")
+    sp.set_defaults(fn=cmd_list)
+
+    sp = sub.add_parser("sql", help="run SQL over all runs (tables: runs, attempts, sft_examples, trainings, evaluations)")
+    sp.add_argument("query")
+    sp.add_argument("--format", choices=["table", "csv"], default="table")
+    sp.add_argument("--max-rows", type=int, default=200)
+    sp.set_defaults(fn=cmd_sql)
+
+    sp = sub.add_parser("bootstrap-model", help="build (or find cached) the tiny local model")
+    sp.add_argument("config", nargs="?", default="demo", help="preset or YAML whose model.tiny recipe to build")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sp.set_defaults(fn=cmd_bootstrap)
+
+    sp = sub.add_parser("doctor", help="report what this machine can run (GPU, sandbox, Lean)")
+    sp.add_argument("--live", action="store_true", help="also start a Lean REPL and check a one-line theorem")
+    sp.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _prefect_defaults()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"pidistill: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

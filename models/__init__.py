@@ -1,0 +1,1 @@
+"""Models: loading (HF id or local folder), the locally built tiny model, samplers and trainers."""

@@ -1,0 +1,49 @@
+"""Loading a model and tokenizer from an HF id or a local folder, on the right device.
+
+    >>> tok, model = load_tokenizer("Qwen/Qwen2.5-0.5B"), load_model("Qwen/Qwen2.5-0.5B", device="cuda")
+
+Tokenizers without a pad token get eos as pad (generation pads on the left).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("model.device is 'cuda' but torch sees no GPU")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(model_ref: str) -> PreTrainedTokenizerBase:
+    quiet_libraries()
+    tok = AutoTokenizer.from_pretrained(model_ref)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model_ref: str, device: str = "auto", dtype: str = "auto") -> torch.nn.Module:
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=resolve_dtype(dtype, device))
+    return model.to(device)
+
+
+def quiet_libraries() -> None:
+    """No per-call progress bars or info chatter from transformers/datasets: stage logs say what happened."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,101 @@
+"""Batched sampling with transformers `generate` (CPU or GPU): the fallback backend.
+
+Prompts are sorted by length and generated in chunks of about `batch_size`
+sequences with left padding; each chunk's RNG is seeded from (seed, chunk),
+so one config and seed always produce the same completions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from models.loading import load_model, load_tokenizer, resolve_device
+from models.sampling.base import Completion, cut_at_stop
+
+
+def _chunk_seed(seed: int, chunk: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{chunk}".encode()).hexdigest()[:8], 16)
+
+
+class HFSampler:
+    name = "hf"
+
+    def __init__(self, model_ref: str, device: str = "auto", dtype: str = "auto", batch_size: int = 64):
+        device = resolve_device(device)
+        self._setup(model_ref, load_model(model_ref, device, dtype), load_tokenizer(model_ref), device, batch_size)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, model_ref: str = "in-memory", batch_size: int = 64) -> "HFSampler":
+        """A sampler over a model already in memory (e.g. one being trained)."""
+        self = cls.__new__(cls)
+        self._setup(model_ref, model, tokenizer, str(model.device), batch_size)
+        return self
+
+    def _setup(self, model_ref, model, tokenizer, device, batch_size) -> None:
+        self.model_ref, self.model, self.tokenizer = model_ref, model.eval(), tokenizer
+        self.device, self.batch_size = device, batch_size
+        self.tokenizer.padding_side = "left"
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        greedy = temperature == 0
+        draws = 1 if greedy else n  # greedy samples are all the same: generate once
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        per_chunk = max(1, self.batch_size // draws)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for c, start in enumerate(range(0, len(order), per_chunk)):
+            idx = order[start : start + per_chunk]
+            torch.manual_seed(_chunk_seed(seed, c))
+            done = self._generate_chunk([prompts[i] for i in idx], draws, temperature, top_p, max_new_tokens, stop)
+            for j, i in enumerate(idx):
+                out[i] = done[j * draws : (j + 1) * draws] * (n if greedy else 1)
+        return out
+
+    def _generate_chunk(self, prompts, draws, temperature, top_p, max_new_tokens, stop) -> list[Completion]:
+        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        generated = self.model.generate(
+            **enc,
+            **sampling,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=draws,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            top_k=None,
+            **(dict(stop_strings=list(stop), tokenizer=self.tokenizer) if stop else {}),
+        )
+        prompt_len = enc["input_ids"].shape[1]
+        n_prompt = enc["attention_mask"].sum(dim=1).repeat_interleave(draws).tolist()
+        completions = []
+        for row, n_prompt_tokens in zip(generated[:, prompt_len:].tolist(), n_prompt):
+            completions.append(self._decode(row, n_prompt_tokens, stop))
+        return completions
+
+    def _decode(self, ids: list[int], n_prompt_tokens: int, stop: Sequence[str]) -> Completion:
+        # A row ends at eos; rows that stopped early (stop string) are padded after it.
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        end = next((k for k, t in enumerate(ids) if t in ends), None)
+        ended = end is not None and ids[end] == self.tokenizer.eos_token_id
+        ids = ids if end is None else ids[:end]
+        text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)
+        reason = "stop" if ended or stopped else "length"
+        return Completion(text, int(n_prompt_tokens), len(ids) + int(ended), reason)
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,187 @@
+"""Build a tiny causal LM locally: a BPE tokenizer and a small Llama pretrained on arith.
+
+Nothing is downloaded. The recipe (`TinyModelConfig`) fixes everything, and
+the result is cached under `$PIDISTILL_HOME/models/tiny-<recipe hash>/` (or
+`$PIDISTILL_MODEL_CACHE/tiny-<recipe hash>/` when that is set):
+
+    >>> path = ensure_tiny_model(TinyModelConfig())     # minutes the first time, then instant
+    >>> json.load(open(path / "pretrain.json"))["base_pass_at_1"]
+    0.245
+
+Pretraining (a plain torch loop: full-sequence loss on prompt + reference
+solution of arith *train* problems drawn with another generator seed) stops at
+the first check where greedy pass@1 on the arith *test* split reaches
+`stop_at`, and fails unless it ends inside [target_low, target_high]: a base
+model that is neither hopeless nor saturated leaves room to improve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from domains.arith import ArithDomain
+from domains.base import PI_TEMPLATES, stable_hash
+from experiments.config import TinyModelConfig
+from models.sampling.hf import HFSampler
+from storage.writer import home_dir
+
+log = logging.getLogger(__name__)
+
+RECIPE_VERSION = 1  # bump when the build procedure changes
+PAD, EOS = "<pad>", "<eos>"
+EVAL_PROBLEMS = 200  # same as the default domain.eval_size: the split experiments evaluate on
+PRETRAIN_SEED_OFFSET = 10_007  # pretraining problems come from another generator stream
+
+
+class TinyModelError(RuntimeError):
+    pass
+
+
+def recipe_hash(recipe: TinyModelConfig) -> str:
+    return stable_hash({"recipe": recipe.model_dump(), "version": RECIPE_VERSION}, n=12)
+
+
+def model_cache_dir(home: Path | None = None) -> Path:
+    """$PIDISTILL_MODEL_CACHE when set (tests share one build across homes), else $PIDISTILL_HOME/models."""
+    env = os.environ.get("PIDISTILL_MODEL_CACHE")
+    return Path(env).resolve() if env else (home or home_dir()) / "models"
+
+
+def tiny_model_dir(recipe: TinyModelConfig, home: Path | None = None) -> Path:
+    return model_cache_dir(home) / f"tiny-{recipe_hash(recipe)}"
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with every digit its own token (arithmetic needs digits, not merges of them)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left")
+
+
+def build_model(recipe: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    torch.manual_seed(recipe.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.hidden_size * 4,
+        num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads,
+        num_key_value_heads=recipe.heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _texts(domain: ArithDomain, n: int) -> list[str]:
+    return [domain.prompt(p) + p.solution for p in domain.load("train", limit=n)]
+
+
+def greedy_pass_at_1(sampler: HFSampler, n: int = EVAL_PROBLEMS) -> float:
+    """Greedy pass@1 on the first `n` arith test problems (the default eval split)."""
+    domain = ArithDomain()
+    problems = domain.load("test", limit=n)
+    outs = sampler.generate([domain.prompt(p) for p in problems], n=1, temperature=0.0, max_new_tokens=48, stop=domain.stop)
+    verdicts = domain.check_many(problems, [o[0].text for o in outs])
+    return sum(v.passed for v in verdicts) / len(problems)
+
+
+def pretrain(recipe: TinyModelConfig, out_dir: Path) -> dict:
+    """Build tokenizer + model and pretrain until base pass@1 reaches `stop_at`; save to `out_dir`."""
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    data_domain = ArithDomain(seed=recipe.seed + PRETRAIN_SEED_OFFSET)
+    texts = _texts(data_domain, 20_000)
+    corpus = texts[:5000] + [t.format(text="the answer is 12 and 7") for t in PI_TEMPLATES.values()] * 20
+    tokenizer = build_tokenizer(corpus, recipe.vocab_size)
+    model = build_model(recipe, tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    eos = tokenizer.eos_token
+    history, started, step, score = [], time.time(), 0, 0.0
+    tokenizer.padding_side = "right"
+    while step < recipe.max_steps:
+        model.train()
+        batch = [t + eos for t in rng.sample(texts, recipe.batch_size)]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if step % recipe.eval_every == 0:
+            score = greedy_pass_at_1(HFSampler.from_model(model, tokenizer, batch_size=128))
+            tokenizer.padding_side = "right"
+            history.append({"step": step, "loss": round(loss.item(), 4), "pass_at_1": score})
+            log.info("tiny model pretraining: step %d loss %.3f pass@1 %.3f", step, loss.item(), score)
+            print(f"  tiny model pretraining: step {step:5d}  loss {loss.item():.3f}  base pass@1 {score:.3f}", flush=True)
+            if score >= recipe.stop_at:
+                break
+    if not recipe.target_low <= score <= recipe.target_high:
+        raise TinyModelError(
+            f"tiny model pretraining ended at pass@1 {score:.3f} after {step} steps, outside "
+            f"[{recipe.target_low}, {recipe.target_high}]; adjust model.tiny (max_steps, lr, size)"
+        )
+    tokenizer.padding_side = "left"
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "recipe": recipe.model_dump(),
+        "recipe_hash": recipe_hash(recipe),
+        "steps": step,
+        "seconds": round(time.time() - started, 1),
+        "base_pass_at_1": score,
+        "history": history,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    (out_dir / "pretrain.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def ensure_tiny_model(recipe: TinyModelConfig, home: Path | None = None) -> Path:
+    """The cached tiny model folder for `recipe`, building it first if needed (atomically)."""
+    final = tiny_model_dir(recipe, home)
+    if (final / "pretrain.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    print(f"Building the tiny model (recipe {recipe_hash(recipe)}) in {final} ...", flush=True)
+    try:
+        pretrain(recipe, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "pretrain.json").exists():  # not a concurrent builder that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,128 @@
+"""Supervised fine-tuning on accepted attempts with TRL's `SFTTrainer` (full or LoRA).
+
+One training example, as the trainer sees it (loss on the completion only):
+
+    {"prompt": "Question: What is 7 * 6 + 48?\\nAnswer:", "completion": " 7*6=42. 42+48=90. #### 90"}
+
+Our config keeps only what pidistill decides (lr, epochs, batch, LoRA shape);
+every other `trl.SFTConfig` argument passes through `train.sft_overrides`.
+A LoRA adapter is merged into the weights before saving, so every round's
+checkpoint is a plain model folder any sampler can load. The checkpoint is
+written to a temp folder and renamed into place: it exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.config import TrainConfig
+from models.loading import load_model, load_tokenizer, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: str
+    n_examples: int
+    steps: int
+    final_loss: float | None
+    seconds: float
+
+
+def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str):
+    from trl import SFTConfig
+
+    args = dict(
+        output_dir=str(output_dir),
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=device == "cuda",
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    args.update(cfg.sft_overrides)
+    return SFTConfig(**args)
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def train_sft(
+    model_ref: str,
+    examples: list[dict[str, str]],
+    cfg: TrainConfig,
+    checkpoint: Path,
+    seed: int,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> TrainResult:
+    """Fine-tune `model_ref` on prompt/completion `examples`; save the result at `checkpoint`."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    if not examples:
+        raise ValueError("train_sft needs at least one example")
+    device = resolve_device(device)
+    started = time.time()
+    tokenizer = load_tokenizer(model_ref)
+    tokenizer.padding_side = "right"
+    model = load_model(model_ref, device=device, dtype=dtype)
+    work = checkpoint.with_name(f"{checkpoint.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(cfg, work / "trainer", seed, device),
+        train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg) if cfg.peft == "lora" else None,
+    )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; losses are in log_history
+    output = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    trained = trainer.model
+    if cfg.peft == "lora":
+        trained = trained.merge_and_unload()
+    shutil.rmtree(work / "trainer", ignore_errors=True)
+    trained.save_pretrained(work)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(work)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # a leftover of a killed attempt at this round
+    os.rename(work, checkpoint)
+    final_loss = losses[-1] if losses else output.training_loss
+    return TrainResult(
+        checkpoint=str(checkpoint),
+        n_examples=len(examples),
+        steps=int(output.global_step),
+        final_loss=None if final_loss is None or math.isnan(final_loss) else float(final_loss),
+        seconds=round(time.time() - started, 3),
+    )

@@ -1,0 +1,66 @@
+"""Run untrusted (model-written) Python programs fast, with hard limits and real isolation.
+
+    >>> from sandbox import Sandbox, Limits
+    >>> with Sandbox(Limits(timeout_s=2.0, memory_mb=512)) as sb:
+    ...     r = sb.run("print(1)")
+    ...     r.status, r.stdout, r.isolation
+    ...     [x.status for x in sb.run_many(["import os; os.fork()", "x = bytearray(10**10)"])]
+    ('ok', '1\\n', 'bwrap')
+    ['ok', 'memory']
+
+Design: `Sandbox` keeps a pool of workers (default 2 per CPU). A worker is a small Python
+fork-server (`_server.py`, stdlib only) started once inside its own bubblewrap container,
+with common stdlib modules imported, the compiler warmed up and optional trusted `prelude`
+modules (e.g. a test harness) loaded; each program is run by a forked child of that warm
+interpreter (about 1-2 ms of CPU instead of 10+ ms for a fresh bwrap + python). `run_many`
+spreads programs over the workers in small batches (one round trip per batch). Measured on
+MBPP test programs: see benchmarks/sandbox_throughput.py.
+
+What is protected against (bubblewrap mode, `isolation="bwrap"`):
+  * Network: a private network namespace with only its own loopback: nothing on the host
+    (127.0.0.1 is the container's own) or beyond is reachable; public addresses are unreachable.
+  * Filesystem: the container sees only /usr, /etc and the interpreter's own install
+    directory, all read-only; /root, /home, the repository, /var, ... do not exist in it.
+    The only writable place is the worker's private tmpfs (size-capped, `Limits.tmp_mb`),
+    in which each program gets a fresh directory that is wiped after it.
+  * Identity: as root, bwrap runs without a user namespace and the server drops every
+    program to a throw-away uid (>= 1.5e9, owned by nothing on the host) with no capabilities
+    and no supplementary groups, so DAC protects host files and RLIMIT_NPROC really binds
+    (it does not bind uid 0, and a user namespace would map the sandbox uid back to root).
+    Without root, bwrap uses an unprivileged user namespace (uid 65534 inside); programs then
+    share the fork-server's uid, so one can kill its own server (seen as a sandbox error and
+    the worker is restarted) but still nothing outside its container.
+    no_new_privs is set (setuid binaries cannot elevate); --new-session blocks TIOCSTI.
+  * Environment: cleared; a program sees PATH, HOME, TMPDIR, LANG only (no host secrets).
+  * Processes: private pid namespace (the program sees nothing of the host and cannot signal
+    it); rlimits on address space, CPU time, file size, open files and processes; the wall-clock
+    timeout SIGKILLs the program's process group; the server is a child subreaper, so any
+    descendant (daemons that double-fork and setsid included) is killed before the result is
+    returned: no process of a program outlives its ExecResult. Workers die with the host
+    process (--die-with-parent / PR_SET_PDEATHSIG and EOF on their pipe).
+  * Output: each stream is capped at `Limits.max_output_bytes`; a program writing more is
+    killed (status "killed", `truncated=True`): printing 1 GB costs neither host memory nor disk.
+
+What is NOT protected against:
+  * Kernel exploits and side channels: there is no seccomp filter, so the whole syscall
+    surface is reachable (programs may even create their own user namespaces).
+  * CPU and memory pressure on the host up to the limits (no cgroups): a worker's programs
+    can use one core and `memory_mb` each, and its tmpfs up to `tmp_mb`.
+  * Programs in the same worker run one after another in the same container; their files
+    are wiped in between, but they share the warm interpreter's memory image as of fork time.
+  * Reading world-readable files under /usr and /etc (no secrets should live there).
+  * A program interfering with the test harness it is embedded in (e.g. overriding `__eq__`):
+    that is the verifier's concern (see domains/code.py), not the sandbox's.
+
+Fallback without bubblewrap (`isolation="rlimits"` or "rlimits+netns"): the same fork-server
+runs directly on the host with the same rlimits, the same timeout kill and subreaper cleanup,
+a private network namespace where the kernel permits one, and (as root) the throw-away uid.
+It does NOT hide the host filesystem (world-readable files are readable, world-writable
+directories such as /tmp writable), has no pid namespace, and when not root cannot drop to a
+separate uid (a program could then signal other processes of the same user).
+Install bubblewrap (`apt-get install bubblewrap`) for real isolation.
+"""
+
+from sandbox.core import DEFAULT_PRELOAD, ExecResult, Limits, Sandbox, SandboxError, bwrap_available
+
+__all__ = ["DEFAULT_PRELOAD", "ExecResult", "Limits", "Sandbox", "SandboxError", "bwrap_available"]

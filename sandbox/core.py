@@ -1,0 +1,501 @@
+"""Host side of the sandbox: value types, worker processes, and the `Sandbox` pool.
+
+    >>> from sandbox import Sandbox, Limits
+    >>> with Sandbox(Limits(timeout_s=2.0, memory_mb=512)) as sb:
+    ...     sb.run("print(1)").stdout
+    ...     [r.status for r in sb.run_many(["pass", "while True: pass", "1/0"])]
+    '1\\n'
+    ['ok', 'timeout', 'error']
+
+Each worker is one long-lived fork-server (`sandbox/_server.py`) inside its own bubblewrap
+container; a program costs one fork of that warm interpreter, not a fresh interpreter start.
+See `sandbox/__init__.py` for what is and is not protected against.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+log = logging.getLogger(__name__)
+
+ExecStatus = Literal["ok", "error", "timeout", "memory", "killed"]
+Isolation = Literal["auto", "bwrap", "rlimits"]
+
+# Modules every program gets already imported (cheap, and what test programs commonly use).
+DEFAULT_PRELOAD: tuple[str, ...] = (
+    "re", "math", "collections", "itertools", "functools", "heapq", "bisect", "string",
+    "operator", "typing", "traceback", "linecache", "types", "io", "json", "atexit",
+)  # fmt: skip
+
+_SERVER_SOURCE = (Path(__file__).parent / "_server.py").read_text()
+_UID_BASE = 1_500_000_000  # throw-away uids live above anything a host assigns
+_uid_counter = itertools.count()
+_STARTUP_TIMEOUT_S = 30.0
+_GRACE_S = 10.0
+_MAX_BATCH = 8  # programs per host<->worker round trip in run_many (bounded: tail latency)  # extra host-side wait beyond a program's timeout before declaring the worker hung
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself cannot work (bubblewrap missing when required, worker will not start, closed)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one program.
+
+    timeout_s: wall-clock limit; the program's whole process tree is SIGKILLed at it.
+    memory_mb: address-space limit (RLIMIT_AS); exceeding it gives status "memory".
+    max_output_bytes: per stream (stdout, stderr); a program writing more is killed ("killed", truncated).
+    max_processes: RLIMIT_NPROC for the program's private uid (bounds fork bombs).
+    max_open_files: RLIMIT_NOFILE. max_file_mb: RLIMIT_FSIZE, the largest file it may write.
+    tmp_mb: size of the worker's private writable tmpfs (bubblewrap only; fixed per worker).
+    """
+
+    timeout_s: float = 10.0
+    memory_mb: int = 512
+    max_output_bytes: int = 1 << 20
+    max_processes: int = 32
+    max_open_files: int = 256
+    max_file_mb: int = 16
+    tmp_mb: int = 64
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of one program.
+
+    status: ok (exit 0) | error (non-zero exit, e.g. an uncaught exception) | timeout |
+    memory (MemoryError under the address-space limit) | killed (a signal, or the output limit).
+    `isolation` names the mechanism that contained it ("bwrap", "rlimits+netns", "rlimits").
+    `sandbox_error` is non-empty only when the sandbox itself failed (not the program).
+    """
+
+    status: ExecStatus
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    isolation: str
+    truncated: bool = False
+    sandbox_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# ----------------------------------------------------------------------------- availability
+
+
+@functools.lru_cache(maxsize=None)
+def bwrap_available() -> bool:
+    """Whether bubblewrap is installed and can build our container here (probed once)."""
+    if shutil.which("bwrap") is None:
+        return False
+    argv = _bwrap_argv(_interpreter(), (), tmp_mb=8) + ["/bin/true"]
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _interpreter() -> str:
+    """The real interpreter binary (a venv's python is a symlink to it)."""
+    return os.path.realpath(sys.executable)
+
+
+def _python_roots(python: str) -> list[str]:
+    """Directories the interpreter needs: its install prefix and stdlib."""
+    roots = {os.path.dirname(os.path.dirname(python)), os.path.realpath(sys.base_prefix),
+             os.path.realpath(sys.base_exec_prefix)}  # fmt: skip
+    # /usr is bound anyway; binding a subdirectory of it again is harmless but pointless.
+    return sorted(r for r in roots if r and r != "/" and not r.startswith("/usr/") and r != "/usr")
+
+
+def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
+    """bubblewrap command line: nothing of the host but /usr, /etc and the interpreter, read-only;
+    no network; private pid/ipc/uts namespaces; a size-capped private tmpfs."""
+    privileged = os.geteuid() == 0
+    argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session",
+            "--ro-bind", "/usr", "/usr"]  # fmt: skip
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    argv += ["--ro-bind", "/etc", "/etc"]
+    for p in [*_python_roots(python), *ro_paths]:
+        # bwrap would create missing parents (e.g. /root/.pyenv) with mode 0700 when privileged,
+        # unreadable to the sandbox uid: create them world-traversable first.
+        for parent in reversed(Path(p).parents[:-1]):
+            argv += ["--perms", "0755", "--dir", str(parent)]
+        argv += ["--ro-bind", p, p]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
+             "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]  # fmt: skip
+    if privileged:
+        # Run as root without a user namespace (a userns would map the sandbox uid back to host
+        # root, where RLIMIT_NPROC does not bind). Keep only what the fork-server needs to drop
+        # each program to a throw-away uid, kill its leftovers and hand it its directory.
+        argv += ["--cap-drop", "ALL"]
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN"):
+            argv += ["--cap-add", cap]
+    else:
+        argv += ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+    return argv
+
+
+def _count_own_processes() -> int:
+    uid, n = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                n += os.stat(f"/proc/{name}").st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
+# ----------------------------------------------------------------------------- one worker
+
+
+class _WorkerDied(Exception):
+    pass
+
+
+class _Worker:
+    """One fork-server process and the framed pipe protocol to it. Used by one thread at a time."""
+
+    def __init__(self, mode: str, python: str, preload: tuple[str, ...], prelude: dict[str, str],
+                 ro_paths: tuple[str, ...], tmp_mb: int):  # fmt: skip
+        self.mode = mode
+        self.hostdir: str | None = None
+        uid = None
+        if os.geteuid() == 0:
+            uid = _UID_BASE + ((os.getpid() & 0x3FFFFF) << 6) + (next(_uid_counter) & 63)
+        cfg: dict = {"uid": uid, "preload": list(preload), "prelude": prelude}
+        if mode == "bwrap":
+            cfg["workdir_base"] = "/tmp"
+            argv = _bwrap_argv(python, ro_paths, tmp_mb)
+        else:
+            self.hostdir = tempfile.mkdtemp(prefix="pidistill-sandbox-")
+            os.chmod(self.hostdir, 0o755)
+            cfg["workdir_base"] = self.hostdir
+            cfg["unshare_net"] = True
+            argv = []
+        self.nproc_base = 0 if uid is not None or mode == "bwrap" else _count_own_processes()
+        argv += [python, "-I", "-S", "-B", "-c", _SERVER_SOURCE, json.dumps(cfg)]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+            close_fds=True, start_new_session=True, cwd=cfg["workdir_base"] if mode != "bwrap" else "/",
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )  # fmt: skip
+        os.set_blocking(self.proc.stdin.fileno(), False)  # writes honour a deadline (see request)
+        try:
+            hello = self._recv(time.monotonic() + _STARTUP_TIMEOUT_S)
+            if not hello.get("ready"):
+                raise _WorkerDied(f"worker did not start: {hello}")
+        except BaseException:
+            self.close(graceful=False)
+            raise
+        self.isolation = "bwrap" if mode == "bwrap" else ("rlimits+netns" if hello.get("netns") else "rlimits")
+
+    def request(self, req: dict, timeout_s: float) -> dict:
+        """Send one frame and wait for the answer; _WorkerDied if the worker fails or hangs."""
+        body = json.dumps(req).encode()
+        data = memoryview(struct.pack(">I", len(body)) + body)
+        deadline = time.monotonic() + timeout_s
+        try:
+            fd = self.proc.stdin.fileno()
+            while data:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                    raise _WorkerDied("worker does not read its requests")
+                try:
+                    data = data[os.write(fd, data) :]
+                except BlockingIOError:
+                    pass
+        except (OSError, ValueError) as exc:  # BrokenPipeError: it is gone
+            raise _WorkerDied(f"cannot write to worker: {exc}") from exc
+        return self._recv(deadline)
+
+    def _recv(self, deadline: float) -> dict:
+        head = self._read_exact(4, deadline)
+        return json.loads(self._read_exact(struct.unpack(">I", head)[0], deadline))
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        fd, buf = self.proc.stdout.fileno(), bytearray()
+        while len(buf) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise _WorkerDied("worker did not answer in time")
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise _WorkerDied(f"worker exited (code {self.proc.poll()}): {self._stderr_tail()}")
+            buf += chunk
+        return bytes(buf)
+
+    def _stderr_tail(self) -> str:
+        try:
+            fd = self.proc.stderr.fileno()
+            if select.select([fd], [], [], 0.2)[0]:
+                return os.read(fd, 4000).decode(errors="replace").strip()[-1000:]
+        except (OSError, ValueError):
+            pass
+        return ""
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop the worker. Closing its stdin asks it to exit; SIGKILL if it does not (killing
+        bwrap takes the whole container with it, via --die-with-parent)."""
+        try:
+            if graceful:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.hostdir:
+            shutil.rmtree(self.hostdir, ignore_errors=True)
+
+
+class _Slot:
+    """A place in the pool; holds a live worker or None (started lazily, restarted after a failure)."""
+
+    def __init__(self) -> None:
+        self.worker: _Worker | None = None
+
+
+# ----------------------------------------------------------------------------- the pool
+
+
+class Sandbox:
+    """A pool of isolated fork-server workers. Thread-safe; close it (or use `with`).
+
+    workers: parallelism (default: twice the CPUs this process may use; a worker spends part
+      of each program waiting for its child to be scheduled and reaped, so 2x keeps cores busy).
+    isolation: "auto" (bubblewrap when it works here, else rlimits), "bwrap" (required), "rlimits".
+    ro_paths: extra host directories to expose read-only (e.g. a site-packages).
+    preload: stdlib modules imported once per worker, so programs get them for free.
+    prelude: {module name: source} of TRUSTED helper modules run once per worker (with the
+      worker's privileges, before any program) and importable by every program; e.g. a test
+      harness that would otherwise be compiled again for each program.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        workers: int | None = None,
+        isolation: Isolation = "auto",
+        python: str | None = None,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        prelude: dict[str, str] | None = None,
+        ro_paths: tuple[str, ...] = (),
+    ) -> None:
+        self.limits = limits or Limits()
+        self.n_workers = workers or 2 * len(os.sched_getaffinity(0))
+        if self.n_workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.n_workers}")
+        if isolation not in ("auto", "bwrap", "rlimits"):
+            raise ValueError(f"isolation must be auto|bwrap|rlimits, got {isolation!r}")
+        if isolation == "bwrap" and not bwrap_available():
+            raise SandboxError("isolation='bwrap' but bubblewrap is not installed or cannot run here "
+                               "(apt-get install bubblewrap)")  # fmt: skip
+        self.mode = "rlimits" if isolation == "rlimits" or not bwrap_available() else "bwrap"
+        if self.mode == "rlimits" and isolation == "auto":
+            log.warning("bubblewrap unavailable: sandbox falls back to rlimits-only isolation")
+        self._python = python or _interpreter()
+        self._preload = tuple(preload)
+        self.prelude = dict(prelude or {})
+        self._ro_paths = tuple(ro_paths)
+        self._slots: queue.Queue[_Slot] = queue.Queue()
+        self._all_slots = [_Slot() for _ in range(self.n_workers)]
+        for s in self._all_slots:
+            self._slots.put(s)
+        # Workers are started from these long-lived threads only: bwrap's --die-with-parent (and
+        # PR_SET_PDEATHSIG generally) fires when the *thread* that spawned it exits.
+        self._spawner = ThreadPoolExecutor(self.n_workers, thread_name_prefix="sandbox-spawn")
+        self._dispatch = ThreadPoolExecutor(self.n_workers, thread_name_prefix="sandbox-run")
+        self._closed = False
+        self._owner_pid = os.getpid()
+        self._isolation: str | None = None
+        self._finalizer = weakref.finalize(self, _shutdown, self._all_slots, self._spawner, self._dispatch, self._owner_pid)
+
+    # -- public API
+
+    @property
+    def isolation(self) -> str:
+        """The isolation label results carry (starts one worker if none has started yet)."""
+        if self._isolation is None:
+            self.run("pass")
+        return self._isolation or self.mode
+
+    def run(self, code: str, limits: Limits | None = None) -> ExecResult:
+        """Run one program (Python source) and return its result. Never raises for a bad program."""
+        self._check_open()
+        limits = limits or self.limits
+        slot = self._slots.get()
+        try:
+            return self._run_on(slot, [code], limits)[0]
+        finally:
+            self._slots.put(slot)
+
+    def run_many(self, programs: list[str], limits: Limits | None = None) -> list[ExecResult]:
+        """Run programs in parallel across the workers; results in input order."""
+        self._check_open()
+        limits = limits or self.limits
+        results: list[ExecResult | None] = [None] * len(programs)
+        lock = threading.Lock()
+        taken = 0
+
+        def next_chunk() -> list[int]:
+            # Chunks amortise the host<->worker round trip; they shrink towards the end so
+            # that all workers finish together.
+            nonlocal taken
+            with lock:
+                left = len(programs) - taken
+                k = max(1, min(_MAX_BATCH, left // (2 * self.n_workers)))
+                chunk = list(range(taken, min(taken + k, len(programs))))
+                taken += len(chunk)
+                return chunk
+
+        def drain() -> None:
+            slot = self._slots.get()
+            try:
+                while chunk := next_chunk():
+                    for i, r in zip(chunk, self._run_on(slot, [programs[i] for i in chunk], limits)):
+                        results[i] = r
+            finally:
+                self._slots.put(slot)
+
+        futures = [self._dispatch.submit(drain) for _ in range(min(self.n_workers, len(programs)))]
+        for f in futures:
+            f.result()
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stop every worker (and with it every process it ran). Idempotent."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        raise TypeError("a Sandbox holds live processes and cannot be pickled; create one per process")
+
+    # -- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxError("sandbox is closed")
+        if os.getpid() != self._owner_pid:
+            raise SandboxError("sandbox was created in another process (after fork); create a new one here")
+
+    def _request(self, code: str, limits: Limits, nproc_base: int) -> dict:
+        return {
+            "code": code,
+            "timeout_s": limits.timeout_s,
+            "memory_mb": limits.memory_mb,
+            "max_output_bytes": limits.max_output_bytes,
+            "max_file_mb": limits.max_file_mb,
+            "max_open_files": limits.max_open_files,
+            "nproc": limits.max_processes + nproc_base,
+        }
+
+    def _start_worker(self) -> _Worker:
+        args = (self.mode, self._python, self._preload, self.prelude, self._ro_paths, self.limits.tmp_mb)
+        try:
+            future = self._spawner.submit(_Worker, *args)
+        except RuntimeError as exc:  # the spawner was shut down by close()
+            raise SandboxError("sandbox is closed") from exc
+        return future.result()
+
+    def _run_on(self, slot: _Slot, codes: list[str], limits: Limits) -> list[ExecResult]:
+        """Run `codes` one after another on the slot's worker, sent as one batch (one round trip)."""
+        error = ""
+        for _attempt in range(2):  # one retry on a fresh worker if the worker itself failed
+            try:
+                if slot.worker is None:
+                    slot.worker = self._start_worker()
+                    self._isolation = slot.worker.isolation
+                w = slot.worker
+                batch = [self._request(code, limits, w.nproc_base) for code in codes]
+                reply = w.request({"batch": batch}, len(codes) * (limits.timeout_s + 1.0) + _GRACE_S)
+                results = reply.get("results")
+                if not isinstance(results, list) or len(results) != len(codes):
+                    raise _WorkerDied(f"bad reply from worker: {str(reply)[:200]}")
+                if any(r.get("sandbox_error", "").startswith("server failure") for r in results):
+                    raise _WorkerDied(next(r["sandbox_error"] for r in results if r.get("sandbox_error")))
+                return [_to_result(r, w.isolation) for r in results]
+            except (_WorkerDied, OSError, ValueError, KeyError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("sandbox worker failed (%s); restarting it", error)
+                if slot.worker is not None:
+                    slot.worker.close(graceful=False)
+                    slot.worker = None
+                if len(codes) > 1:  # isolate the culprit: run the batch's programs one by one
+                    return [self._run_on(slot, [c], limits)[0] for c in codes]
+        failed = ExecResult(status="error", returncode=None, stdout="", stderr="", duration_s=0.0,
+                            isolation=self._isolation or self.mode, sandbox_error=f"sandbox worker failed: {error}")  # fmt: skip
+        return [failed] * len(codes)
+
+
+def _to_result(res: dict, isolation: str) -> ExecResult:
+    return ExecResult(
+        status=res["status"], returncode=res.get("returncode"), stdout=res.get("stdout", ""),
+        stderr=res.get("stderr", ""), duration_s=float(res.get("duration_s", 0.0)), isolation=isolation,
+        truncated=bool(res.get("truncated")), sandbox_error=res.get("sandbox_error", ""),
+    )  # fmt: skip
+
+
+def _shutdown(slots: list[_Slot], spawner: ThreadPoolExecutor, dispatch: ThreadPoolExecutor, owner_pid: int) -> None:
+    """Close all workers in parallel-ish (closing stdin first, so they exit together)."""
+    if os.getpid() != owner_pid:
+        return  # a forked copy of the owner: the workers are not ours to stop
+    workers = [s.worker for s in slots if s.worker is not None]
+    for s in slots:
+        s.worker = None
+    for w in workers:
+        try:
+            w.proc.stdin.close()
+        except OSError:
+            pass
+    for w in workers:
+        w.close(graceful=True)
+    dispatch.shutdown(wait=False, cancel_futures=True)
+    spawner.shutdown(wait=False, cancel_futures=True)
+

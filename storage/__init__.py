@@ -1,0 +1,1 @@
+"""Parquet shards (writer), their schemas, and the DuckDB catalog of views over them."""

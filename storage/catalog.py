@@ -1,0 +1,100 @@
+"""The DuckDB catalog: `$PIDISTILL_HOME/catalog.duckdb` holds views only.
+
+Each table is a view over the parquet glob of every run, read with
+`union_by_name` so older runs read new columns as NULL:
+
+    CREATE VIEW attempts AS SELECT * FROM read_parquet('<home>/*/attempts/**/*.parquet', ...)
+
+DuckDB re-binds a view on every query, so a shard written a second ago is
+visible at once and the catalog never needs writing while runs go on. A
+zero-row file per table under `<home>/_schema/` keeps the glob non-empty on a
+fresh home. The catalog file itself is built in a temp file and
+`os.replace`d; readers open it `read_only=True`, so any number of readers and
+writers can share one home.
+
+    >>> from storage.catalog import query
+    >>> query("select arm, avg(passed::int) from attempts group by arm")
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+from storage.schema import TABLES
+from storage.writer import TMP_MARK, home_dir, write_parquet
+
+CATALOG_NAME = "catalog.duckdb"
+# Bump when the set of views or their SQL changes: old catalogs are rebuilt.
+CATALOG_VERSION = 1
+
+
+def _schema_file(home: Path, table: str) -> Path:
+    return home / "_schema" / table / "empty.parquet"
+
+
+def _glob(home: Path, table: str) -> str:
+    return str(home / "*" / table / "**" / "*.parquet")
+
+
+def view_sql(home: Path) -> list[str]:
+    """The CREATE VIEW statements of the catalog for `home`."""
+    home_literal = str(home).replace("'", "''")
+    stmts = [
+        f"CREATE VIEW _catalog AS SELECT '{home_literal}' AS home, {CATALOG_VERSION} AS version",
+    ]
+    for table in TABLES:
+        pattern = _glob(home, table).replace("'", "''")
+        stmts.append(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
+            "union_by_name = true, hive_partitioning = false)"
+        )
+    return stmts
+
+
+def _is_current(path: Path, home: Path) -> bool:
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            rows = con.sql("SELECT home, version FROM _catalog").fetchall()
+    except duckdb.Error:
+        return False
+    return rows == [(str(home), CATALOG_VERSION)]
+
+
+def ensure_catalog(home: Path | None = None) -> Path:
+    """Create (or rebuild, if stale or moved) the catalog of `home`; returns its path."""
+    home = (home or home_dir()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    for table, schema in TABLES.items():
+        f = _schema_file(home, table)
+        if not f.exists() or not pq.read_schema(f).equals(schema):
+            write_parquet(f, schema.empty_table())
+    path = home / CATALOG_NAME
+    if path.exists() and _is_current(path, home):
+        return path
+    tmp = home / f"{CATALOG_NAME}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            for stmt in view_sql(home):
+                con.execute(stmt)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}.wal")):
+            leftover.unlink(missing_ok=True)
+    return path
+
+
+def connect(home: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the catalog (built first if needed)."""
+    return duckdb.connect(str(ensure_catalog(home)), read_only=True)
+
+
+def query(sql: str, home: Path | None = None) -> pd.DataFrame:
+    """Run one SQL query against the catalog and return a DataFrame."""
+    with connect(home) as con:
+        return con.sql(sql).df()

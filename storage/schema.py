@@ -1,0 +1,111 @@
+"""Column schemas of every table pidistill writes.
+
+One attempts row, as stored (abridged):
+
+    {"run_id": "demo-3f2a", "arm": "rft", "seed": 0, "round": 1, "phase": "train",
+     "problem_id": "arith-5d41402a", "attempt_id": "a9c0...", "attempt_idx": 0, "parent_id": None,
+     "prompt": "Question: What is 37 + 48 - 15?\\nAnswer:", "completion": " 37+48=85. 85-15=70. #### 70",
+     "status": "pass", "passed": True, "score": 1.0, "accepted": True, "reject_reason": None, ...}
+
+Parquet files carry these schemas exactly; DuckDB views read them with
+`union_by_name`, so a column added later reads as NULL in older runs.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_TS = pa.timestamp("us", tz="UTC")
+
+_KEY = [
+    ("run_id", pa.string()),
+    ("arm", pa.string()),
+    ("seed", pa.int32()),
+    ("round", pa.int32()),
+]
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("experiment", pa.string()),
+        ("config_json", pa.string()),
+        ("config_hash", pa.string()),
+        ("code_version", pa.string()),
+        ("data_hash", pa.string()),
+        ("started_at", _TS),
+        ("finished_at", _TS),
+        ("status", pa.string()),  # running | completed | failed
+        ("error", pa.string()),
+    ]
+)
+
+ATTEMPTS = pa.schema(
+    _KEY
+    + [
+        ("phase", pa.string()),  # train | eval
+        ("problem_id", pa.string()),
+        ("attempt_id", pa.string()),
+        ("attempt_idx", pa.int32()),  # 0 = first try, k = k-th retry
+        ("sample_idx", pa.int32()),  # which of the n samples drawn for this prompt
+        ("parent_id", pa.string()),  # the failed attempt a retry answers
+        ("model_ref", pa.string()),
+        ("sampler", pa.string()),
+        ("temperature", pa.float64()),
+        ("pi_kind", pa.string()),
+        ("pi_text", pa.string()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("status", pa.string()),  # pass | fail | error | timeout
+        ("passed", pa.bool_()),
+        ("score", pa.float64()),
+        ("feedback", pa.string()),
+        ("n_prompt_tokens", pa.int32()),
+        ("n_completion_tokens", pa.int32()),
+        ("accepted", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("created_at", _TS),
+    ]
+)
+
+SFT_EXAMPLES = pa.schema(
+    _KEY
+    + [
+        ("problem_id", pa.string()),
+        ("attempt_id", pa.string()),
+        ("prompt", pa.string()),  # exactly what the trainer saw
+        ("completion", pa.string()),
+    ]
+)
+
+TRAININGS = pa.schema(
+    _KEY
+    + [
+        ("method", pa.string()),
+        ("init_model_ref", pa.string()),
+        ("n_examples", pa.int32()),
+        ("steps", pa.int32()),
+        ("lr", pa.float64()),
+        ("final_loss", pa.float64()),
+        ("checkpoint", pa.string()),
+        ("seconds", pa.float64()),
+    ]
+)
+
+EVALUATIONS = pa.schema(
+    _KEY
+    + [
+        ("problem_id", pa.string()),
+        ("model_ref", pa.string()),
+        ("n", pa.int32()),
+        ("n_pass", pa.int32()),
+    ]
+)
+
+# table name -> schema; also the set of views in the catalog.
+TABLES: dict[str, pa.Schema] = {
+    "runs": RUNS,
+    "attempts": ATTEMPTS,
+    "sft_examples": SFT_EXAMPLES,
+    "trainings": TRAININGS,
+    "evaluations": EVALUATIONS,
+}

@@ -1,0 +1,85 @@
+"""Atomic parquet shards under PIDISTILL_HOME.
+
+Layout (one file per run, table, arm, seed, round, stage and shard):
+
+    $PIDISTILL_HOME/<run_id>/<table>/arm=<arm>/seed=<seed>/round=<round>/<stage>-<shard>.parquet
+
+A shard is written to `<name>.parquet.tmp-<pid>-<rand>` in the same folder and
+`os.replace`d into place, so a reader sees the whole file or nothing and a
+crash leaves only a temp file (never matched by `*.parquet`, swept by
+`sweep_temp_files`). Nothing here knows about flows, models or domains.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.schema import TABLES
+
+TMP_MARK = ".tmp-"
+
+
+def home_dir() -> Path:
+    """The one root of all outputs: $PIDISTILL_HOME, default ./runs (made absolute)."""
+    return Path(os.environ.get("PIDISTILL_HOME", "runs")).resolve()
+
+
+def shard_path(
+    home: Path, run_id: str, table: str, arm: str, seed: int, round: int, stage: str, shard: int = 0
+) -> Path:
+    if table not in TABLES and not table.startswith("_"):
+        raise ValueError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    return home / run_id / table / f"arm={arm}" / f"seed={seed}" / f"round={round}" / f"{stage}-{shard}.parquet"
+
+
+def to_arrow(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) -> a table with exactly `schema`; a missing or extra column is an error."""
+    if isinstance(rows, pa.Table):
+        return rows.select(schema.names).cast(schema)
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        missing = set(schema.names) - row.keys()
+        extra = row.keys() - set(schema.names)
+        if missing or extra:
+            raise ValueError(f"row {i}: missing columns {sorted(missing)}, unexpected {sorted(extra)}")
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_parquet(path: Path, table: pa.Table) -> Path:
+    """Write `table` to `path` atomically (temp name in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_rows(path: Path, rows: Iterable[Mapping[str, Any]] | pa.Table, table: str) -> Path:
+    """Validate rows against the named table's schema and write them atomically."""
+    return write_parquet(path, to_arrow(rows, TABLES[table]))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def sweep_temp_files(root: Path) -> list[Path]:
+    """Delete temp files a killed writer left behind under `root`; returns what was removed."""
+    removed = []
+    if root.exists():
+        for p in root.rglob(f"*{TMP_MARK}*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed

@@ -1,0 +1,71 @@
+"""What every stage shares: the round key, the domain of a config, seeds derived per stage."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from domains import Domain, Problem, get_domain
+from experiments.config import DomainConfig, ExperimentConfig
+from storage.writer import shard_path
+
+
+@dataclass(frozen=True)
+class RoundKey:
+    """Where a stage's output belongs: one run, arm, seed and round."""
+
+    run_id: str
+    arm: str
+    seed: int
+    round: int
+    home: str  # PIDISTILL_HOME, absolute
+
+    def path(self, table: str, stage: str, shard: int = 0) -> Path:
+        return shard_path(Path(self.home), self.run_id, table, self.arm, self.seed, self.round, stage, shard)
+
+    def columns(self) -> dict:
+        return {"run_id": self.run_id, "arm": self.arm, "seed": self.seed, "round": self.round}
+
+
+@functools.lru_cache(maxsize=16)
+def _domain(name: str, path: str | None, options_json: str) -> Domain:
+    return get_domain(name, path=path, **json.loads(options_json))
+
+
+def domain_of(cfg: DomainConfig | ExperimentConfig) -> Domain:
+    """The (cached) domain object a config names."""
+    d = cfg.domain if isinstance(cfg, ExperimentConfig) else cfg
+    return _domain(d.name, d.path, json.dumps(d.options, sort_keys=True))
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from any parts, e.g. derive_seed(seed, round, "sample", attempt_idx)."""
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def attempt_id(*parts: object) -> str:
+    """Deterministic: a rerun of the same config and seed gives the same ids."""
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+def train_problems(cfg: ExperimentConfig, seed: int) -> list[Problem]:
+    """This seed's training problems: a seeded sample of the train split (the same every round)."""
+    import random
+
+    pool = domain_of(cfg).load("train", limit=None if cfg.domain.name != "arith" else 20 * cfg.domain.train_size)
+    if len(pool) <= cfg.domain.train_size:
+        return pool
+    return random.Random(derive_seed("train-problems", seed)).sample(pool, cfg.domain.train_size)
+
+
+def eval_problems(cfg: ExperimentConfig) -> list[Problem]:
+    """The held-out problems: the first `eval_size` of the test split, the same for every seed and arm."""
+    return domain_of(cfg).load("test", limit=cfg.domain.eval_size)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated Prefect home and PIDISTILL_HOME per test, one tiny model per session.
+
+Everything is real: Prefect runs in ephemeral mode (a temporary local server,
+no network), DuckDB and parquet files live in tmp dirs, the tiny model is
+built and pretrained here once per session (about 2-3 minutes on 2 cores)
+and shared through PIDISTILL_MODEL_CACHE.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION = Path(tempfile.mkdtemp(prefix="pidistill-tests-"))
+# Before anything imports prefect: settings are read from the environment.
+os.environ["PREFECT_HOME"] = str(_SESSION / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["HF_HUB_OFFLINE"] = "1"  # a test that reaches for the hub fails instead of downloading
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PIDISTILL_MODEL_CACHE", str(_SESSION / "models"))
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def pidistill_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh PIDISTILL_HOME for every test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PIDISTILL_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The default-recipe tiny model, built once per session."""
+    from experiments.config import TinyModelConfig
+    from models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(TinyModelConfig())
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.exists():
+        pytest.fail(f"shared data not found at {DATA} (tests need ../shared/data next to the repo)")
+    return DATA

@@ -1,0 +1,131 @@
+"""Config tree: presets validate, overrides apply, bad configs fail with one message naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments.config import ConfigError, ExperimentConfig, load_config, parse_overrides, preset_names
+from flows.cli import main
+from tasks.runs import PreflightError, preflight
+
+
+def test_every_preset_validates():
+    assert "demo" in preset_names()
+    for name in preset_names():
+        cfg = load_config(name)
+        for arm in cfg.arms:
+            cfg.for_arm(arm.name)
+
+
+def test_every_field_has_a_description():
+    def walk(model_cls, path=""):
+        for name, field in model_cls.model_fields.items():
+            assert field.description, f"{path}{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann, f"{path}{name}.")
+
+    walk(ExperimentConfig)
+
+
+def test_overrides_parse_yaml_values_and_shorthands():
+    assert parse_overrides(["train.lr=1e-4", "seeds=[1, 2]", "filter.frontier=true"]) == [
+        ("train.lr", 1e-4), ("seeds", [1, 2]), ("filter.frontier", True),
+    ]
+    cfg = load_config("demo", ["model=some/model", "domain=gsm8k", "train.lr=0.01"])
+    assert cfg.model.name_or_path == "some/model"
+    assert cfg.domain.name == "gsm8k" and cfg.domain.train_size == 64  # the rest of the section is kept
+    assert cfg.train.lr == 0.01
+
+
+def test_arm_overrides_give_effective_configs():
+    cfg = load_config("demo")
+    assert cfg.for_arm("no-train").train.method == "none"
+    assert cfg.for_arm("rft").train.method == "sft"
+    assert cfg.for_arm("rft").arms[0].name == "rft"
+    with pytest.raises(KeyError):
+        cfg.for_arm("nope")
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["trian.lr=1"], "trian"),
+        (["train.lr=abc"], "train.lr"),
+        (["train.lrr=1"], "train.lrr"),
+        (["sampling.n=0"], "sampling.n"),
+        (["domain.name=nope"], "domain.name"),
+        (["arms=[{name: a, set: {train.lrr: 1}}]"], "arms[0].set: train.lrr"),
+        (["arms=[{name: a}, {name: a}]"], "unique"),
+        (["train=5"], "train"),
+    ],
+)
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", overrides)
+    assert field in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_set_syntax():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config("demo", ["train.lr"])
+
+
+def test_unknown_preset_and_missing_file():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("missing.yaml")
+
+
+def test_missing_dataset_path_fails_preflight(tmp_path):
+    cfg = load_config("demo", ["domain=gsm8k", f"domain.path={tmp_path}/nope.jsonl"])
+    with pytest.raises(PreflightError, match="domain gsm8k: gsm8k data not found"):
+        preflight(cfg)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "demo", "--set", "train.lr=abc"], "train.lr"),
+        (["run", "demo", "--set", "domain=gsm8k", "--set", "domain.path=/nonexistent/gsm8k.jsonl"], "domain"),
+        (["run", "demo", "--set", "bogus=1"], "bogus"),
+    ],
+)
+def test_cli_bad_config_exits_2_and_writes_nothing(argv, message, pidistill_home: Path, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pidistill: config error:") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not pidistill_home.exists() or not any(pidistill_home.iterdir())
+
+
+def test_yaml_file_config(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("name: mine\ndomain: arith\nrounds: 3\narms: [{name: x}]\n")
+    cfg = load_config(str(f))
+    assert (cfg.name, cfg.rounds, cfg.domain.name) == ("mine", 3, "arith")
+    f.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(str(f))
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a, b = load_config("demo"), load_config("demo")
+    assert a.config_hash() == b.config_hash()
+    assert load_config("demo", ["train.lr=0.1"]).config_hash() != a.config_hash()
+
+
+def test_prefect_yaml_demo_deployment_matches_the_preset():
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    demo = next(d for d in spec["deployments"] if d["name"] == "demo")
+    assert demo["entrypoint"] == "flows/experiment.py:experiment_flow"
+    deployed = ExperimentConfig.model_validate(demo["parameters"]["config"])
+    preset = load_config("demo")
+    skip = {"description", "seed_result"}
+    assert deployed.model_dump(exclude=skip) == preset.model_dump(exclude=skip)

@@ -1,0 +1,68 @@
+"""The filter stage's decisions and its PI-leak guard (pure functions, no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from domains import PrivilegedInfo, get_domain
+from domains.base import pi_section
+from experiments.config import load_config
+from tasks.common import RoundKey
+from tasks.filter import PILeak, assert_no_pi, decide, sft_examples
+
+
+def _row(pid: str, i: int, passed: bool, completion: str = None, status: str = None, score: float = None, **kw):
+    return {"problem_id": pid, "attempt_id": f"{pid}-{i}", "completion": completion or f"c{i}",
+            "passed": passed, "status": status or ("pass" if passed else "fail"),
+            "score": score if score is not None else float(passed), "pi_kind": None, "pi_text": None, **kw}
+
+
+def _reasons(rows):
+    return [r["reject_reason"] for r in rows]
+
+
+def test_binary_accepts_passing_and_names_each_rejection():
+    cfg = load_config("demo")
+    rows = decide(cfg, [_row("p", 0, True), _row("p", 1, False), _row("p", 2, False, status="error"),
+                        _row("p", 3, False, status="timeout"), _row("p", 4, True, completion="c0")])
+    assert [r["accepted"] for r in rows] == [True, False, False, False, False]
+    assert _reasons(rows) == [None, "failed", "verifier_error", "timeout", "duplicate"]
+
+
+def test_graded_uses_the_threshold():
+    cfg = load_config("demo", ["verify.mode=graded", "verify.threshold=0.5"])
+    rows = decide(cfg, [_row("p", 0, False, score=0.6), _row("p", 1, False, score=0.4), _row("p", 2, True)])
+    assert _reasons(rows) == [None, "below_threshold", None]
+
+
+def test_frontier_keeps_only_problems_strictly_inside_the_bounds():
+    cfg = load_config("demo", ["filter.frontier=true"])
+    easy = [_row("easy", i, True) for i in range(4)]
+    mid = [_row("mid", 0, True), _row("mid", 1, False)]
+    rows = decide(cfg, easy + mid)
+    assert _reasons(rows) == ["frontier_too_easy"] * 4 + [None, "failed"]
+    cfg = load_config("demo", ["filter.frontier=true", "filter.frontier_high=0.4"])
+    assert _reasons(decide(cfg, mid)) == ["frontier_too_easy", "failed"]
+
+
+def test_max_per_problem_caps_accepted():
+    cfg = load_config("demo", ["filter.max_per_problem=2"])
+    rows = decide(cfg, [_row("p", i, True) for i in range(4)])
+    assert _reasons(rows) == [None, None, "max_per_problem", "max_per_problem"]
+
+
+def test_sft_examples_use_the_original_prompt_and_the_guard_catches_leaks():
+    cfg = load_config("demo")
+    d = get_domain("arith")
+    p = d.load("train", 1)[0]
+    pi = PrivilegedInfo("correct_answer", p.answer)
+    retry = {**_row(p.problem_id, 1, True), "pi_kind": pi.kind, "pi_text": pi.text, "prompt": d.prompt(p, pi)}
+    rows = decide(cfg, [retry])
+    key = RoundKey("r", "a", 0, 1, "/tmp")
+    examples = sft_examples(cfg, key, {p.problem_id: p}, rows)
+    assert examples[0]["prompt"] == d.prompt(p)
+    assert_no_pi(examples, rows)  # clean
+    leaked = [{**examples[0], "prompt": d.prompt(p, pi)}]
+    with pytest.raises(PILeak, match="carries privileged information"):
+        assert_no_pi(leaked, rows)
+    assert pi_section(pi) in leaked[0]["prompt"]

@@ -1,0 +1,323 @@
+"""The sandbox contains hostile programs, enforces its limits, runs fast, and leaks nothing.
+
+Adversarial programs run in bubblewrap mode (skipped where bubblewrap cannot run); a few
+checks also cover the rlimits-only fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandbox import ExecResult, Limits, Sandbox, SandboxError, bwrap_available
+from sandbox.core import _UID_BASE
+
+needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not available (apt-get install bubblewrap)")
+
+SECRET_NAME = "PIDISTILL_FAKE_SECRET"
+SECRET_VALUE = "sk-fake-" + uuid.uuid4().hex
+
+
+def sandbox_processes() -> list[psutil.Process]:
+    """Processes on the host running as a sandbox throw-away uid (there must be none between runs)."""
+    out = []
+    for p in psutil.process_iter(["uids"]):
+        try:
+            if p.info["uids"] and p.info["uids"].real >= _UID_BASE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def worker_tree(sb: Sandbox) -> dict[int, list[int]]:
+    """worker (bwrap) pid -> pids of every process below it."""
+    tree = {}
+    for slot in sb._all_slots:
+        if slot.worker is not None:
+            root = psutil.Process(slot.worker.proc.pid)
+            tree[root.pid] = [c.pid for c in root.children(recursive=True)]
+    return tree
+
+
+@pytest.fixture(scope="module")
+def sb():
+    os.environ[SECRET_NAME] = SECRET_VALUE  # set before the workers start: they must not see it
+    with Sandbox(Limits(timeout_s=2.0, memory_mb=512, max_output_bytes=64 * 1024), workers=2, isolation="bwrap") as box:
+        yield box
+    os.environ.pop(SECRET_NAME, None)
+
+
+# ----------------------------------------------------------------------------- basics
+
+
+@needs_bwrap
+def test_runs_a_program_and_reports_isolation(sb):
+    r = sb.run("print(1)")
+    assert isinstance(r, ExecResult)
+    assert (r.status, r.returncode, r.stdout, r.stderr) == ("ok", 0, "1\n", "")
+    assert r.isolation == "bwrap" and sb.isolation == "bwrap"
+    assert 0 < r.duration_s < 1
+
+
+@needs_bwrap
+def test_statuses(sb):
+    codes = ["raise ValueError('boom')", "import sys; sys.exit(3)", "x = bytearray(10 * 2**30)", "while True: pass",
+             "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "def f(:\n  pass"]  # fmt: skip
+    r_err, r_exit, r_mem, r_loop, r_sig, r_syntax = sb.run_many(codes)
+    assert r_err.status == "error" and "ValueError: boom" in r_err.stderr
+    assert (r_exit.status, r_exit.returncode) == ("error", 3)
+    assert r_mem.status == "memory" and "MemoryError" in r_mem.stderr
+    assert r_loop.status == "timeout" and 1.9 < r_loop.duration_s < 3.0
+    assert r_sig.status == "killed" and r_sig.returncode == -11
+    assert r_syntax.status == "error" and "SyntaxError" in r_syntax.stderr
+    assert not any(r.sandbox_error for r in (r_err, r_exit, r_mem, r_loop, r_sig, r_syntax))
+
+
+@needs_bwrap
+def test_text_and_stdin(sb):
+    r = sb.run("print('h\u00e9llo \u2713', flush=True); import sys; sys.stdout.buffer.write(b'\\xff\\n')")
+    assert r.stdout == "h\u00e9llo \u2713\n\ufffd\n"
+    r = sb.run("input()")
+    assert r.status == "error" and "EOFError" in r.stderr  # stdin is /dev/null
+    big = "x = 1\n" * 100_000 + "print(x)"  # 600 kB of source
+    assert sb.run(big).stdout == "1\n"
+
+
+@needs_bwrap
+def test_a_dead_worker_is_replaced():
+    with Sandbox(Limits(timeout_s=2.0), workers=1, isolation="bwrap") as box:
+        assert box.run("print(1)").stdout == "1\n"
+        old = box._all_slots[0].worker.proc
+        old.kill()  # the container dies with its bwrap process
+        old.wait()
+        r = box.run("print(2)")
+        assert (r.status, r.stdout, r.sandbox_error) == ("ok", "2\n", "")
+        assert box._all_slots[0].worker.proc.pid != old.pid
+
+
+@needs_bwrap
+def test_run_many_keeps_order_and_is_parallel(sb):
+    n = 200
+    t0 = time.perf_counter()
+    results = sb.run_many([f"print({i} * {i})" for i in range(n)])
+    elapsed = time.perf_counter() - t0
+    assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(n)]
+    # two programs that each sleep 1 s finish together on two workers
+    t0 = time.perf_counter()
+    assert [r.status for r in sb.run_many(["import time; time.sleep(1)"] * 2)] == ["ok", "ok"]
+    assert time.perf_counter() - t0 < 1.8
+    assert elapsed < 10  # ~2-5 ms each; generous for a loaded 2-core machine
+
+
+@needs_bwrap
+def test_per_call_limits(sb):
+    r = sb.run("import time; time.sleep(0.5); print('done')", limits=Limits(timeout_s=0.2))
+    assert r.status == "timeout" and r.stdout == ""
+    r = sb.run("x = bytearray(300 * 2**20); print(len(x))", limits=Limits(memory_mb=1024))
+    assert r.status == "ok"
+
+
+@needs_bwrap
+def test_programs_do_not_see_each_other(sb):
+    first = sb.run("open('note.txt', 'w').write('hello'); import os; print(os.getcwd())")
+    assert first.status == "ok"
+    later = sb.run_many([f"import os; print(sorted(os.listdir('.')), os.path.exists({first.stdout.strip()!r} + '/note.txt'))"] * 4)  # fmt: skip
+    assert {r.stdout for r in later} == {"[] False\n"}
+
+
+# ----------------------------------------------------------------------------- adversarial programs
+
+FORK_BOMB = """
+import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+"""
+
+DAEMON = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(300)
+    os._exit(0)
+print("parent done")
+"""
+
+SOCKETS = """
+import socket
+for host, port in [("127.0.0.1", HOST_PORT), ("127.0.0.1", 22), ("1.1.1.1", 53)]:
+    s = socket.socket()
+    s.settimeout(1.0)
+    try:
+        s.connect((host, port))
+        print("CONNECTED", host)
+    except OSError as e:
+        print("blocked", host, type(e).__name__)
+    finally:
+        s.close()
+"""
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_adversarial_programs_are_contained(sb, tmp_path):
+    host_file = tmp_path / "host_secret.txt"
+    host_file.write_text("top secret")
+    os.chmod(tmp_path, 0o755)
+    host_file.chmod(0o644)  # even world-readable host files outside /usr, /etc are invisible
+    escape_targets = [Path("/tmp") / f"pidistill-escape-{uuid.uuid4().hex}", Path.cwd() / f"escape-{uuid.uuid4().hex}",
+                      tmp_path / "written.txt", Path("/usr") / f"escape-{uuid.uuid4().hex}"]  # fmt: skip
+    write_outside = "\n".join(
+        f"try:\n    open({str(p)!r}, 'w').write('x'); print('WROTE {p}')\nexcept OSError as e:\n    print('denied', type(e).__name__)"
+        for p in escape_targets
+    )
+    read_outside = f"""
+for path in [{str(host_file)!r}, '/root/.bashrc', '/etc/shadow', {str(Path.cwd() / 'pyproject.toml')!r}]:
+    try:
+        print('READ', path, open(path).read()[:20])
+    except OSError as e:
+        print('denied', type(e).__name__)
+"""
+    env_secret = f"import os; print(sorted(os.environ)); print({SECRET_NAME!r} in os.environ)"
+    listener = socket.create_server(("127.0.0.1", 0))  # a host service the sandbox must not reach
+    host_port = listener.getsockname()[1]
+    programs = {
+        "fork_bomb": FORK_BOMB,
+        "while_true": "while True: pass",
+        "alloc_10gb": "x = bytearray(10 * 2**30)\nprint(len(x))",
+        "alloc_list": "x = [0] * (2 * 10**9)",
+        "sockets": SOCKETS.replace("HOST_PORT", str(host_port)),
+        "write_outside": write_outside,
+        "read_outside": read_outside,
+        "env": env_secret,
+        "kill_parent": "import os\nos.kill(os.getppid(), 9)\nos.kill(1, 9)",
+        "print_1gb": "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)",
+        "daemon": DAEMON,
+        "fill_tmp": "chunk = b'x' * (1 << 20)\ni = 0\nwhile True:\n    open(f'f{i}', 'wb').write(chunk * 8); i += 1",
+    }
+    before = worker_tree(sb) or None
+    try:
+        results = dict(zip(programs, sb.run_many(list(programs.values()))))
+    finally:
+        listener.close()
+
+    assert results["fork_bomb"].status in ("timeout", "error")
+    assert results["while_true"].status == "timeout"
+    assert results["alloc_10gb"].status == "memory"
+    assert results["alloc_list"].status == "memory"
+    assert "CONNECTED" not in results["sockets"].stdout and results["sockets"].stdout.count("blocked") == 3
+    assert "WROTE" not in results["write_outside"].stdout and results["write_outside"].stdout.count("denied") == 4
+    assert not any(p.exists() for p in escape_targets)
+    assert "READ" not in results["read_outside"].stdout and "top secret" not in results["read_outside"].stdout
+    assert SECRET_VALUE not in results["env"].stdout and results["env"].stdout.endswith("False\n")
+    assert results["env"].stdout.startswith("['HOME', 'LANG', 'PATH', 'TMPDIR']")
+    assert results["kill_parent"].status == "error" and "PermissionError" in results["kill_parent"].stderr
+    big = results["print_1gb"]
+    assert big.status == "killed" and big.truncated and len(big.stdout) <= 64 * 1024
+    assert results["daemon"].status == "ok" and results["daemon"].stdout == "parent done\n"
+    assert results["fill_tmp"].status == "error" and "No space left" in results["fill_tmp"].stderr
+    assert not any(r.sandbox_error for r in results.values())
+
+    # Nothing survives: no process runs as a sandbox uid, and each worker is back to exactly
+    # its bwrap monitor, bwrap init and fork-server (the same processes as before).
+    assert sandbox_processes() == []
+    after = worker_tree(sb)
+    assert all(len(children) == 2 for children in after.values()), after
+    if before:
+        assert set(before) <= set(after)
+    # ... and the sandbox still works normally afterwards
+    assert [r.stdout for r in sb.run_many(["print('still fine')"] * 4)] == ["still fine\n"] * 4
+
+
+@needs_bwrap
+def test_daemon_is_gone_when_result_returns(sb):
+    r = sb.run(DAEMON.replace("time.sleep(300)", "open('/proc/self/comm', 'w').write('pidistill-dmn'); time.sleep(300)"))
+    assert r.status == "ok"
+    assert sandbox_processes() == []
+    assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "pidistill-dmn"]
+
+
+@needs_bwrap
+def test_timeout_kills_the_whole_process_group(sb):
+    code = "import os, time\nfor _ in range(5):\n    if os.fork() == 0:\n        break\ntime.sleep(60)"
+    r = sb.run(code, limits=Limits(timeout_s=0.5))
+    assert r.status == "timeout" and r.duration_s < 2
+    assert sandbox_processes() == []
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+@needs_bwrap
+def test_close_leaves_no_process_and_rejects_runs():
+    with Sandbox(Limits(timeout_s=2.0), workers=2, isolation="bwrap") as box:
+        box.run_many(["print(1)"] * 4)
+        tree = worker_tree(box)
+        assert len(tree) == 2
+        pids = [p for root, kids in tree.items() for p in (root, *kids)]
+
+    def alive(pid: int) -> bool:  # a zombie is not running (bwrap's pid 1 is reaped by the host's init)
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.time() + 5
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.02)
+    assert not any(alive(p) for p in pids)
+    with pytest.raises(SandboxError, match="closed"):
+        box.run("print(1)")
+
+
+@needs_bwrap
+def test_usable_from_short_lived_threads():
+    """Workers must not die when the thread that first used them exits (PR_SET_PDEATHSIG is per thread)."""
+    with Sandbox(Limits(timeout_s=2.0), workers=2, isolation="bwrap") as box:
+        out: list[ExecResult] = []
+        t = threading.Thread(target=lambda: out.append(box.run("print('from a thread')")))
+        t.start()
+        t.join()
+        pid_before = sorted(worker_tree(box))
+        time.sleep(0.2)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: box.run(f"print({i})"), range(20)))
+        assert out[0].stdout == "from a thread\n"
+        assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
+        assert set(pid_before) <= set(worker_tree(box))  # the first worker was not restarted
+
+
+def test_limits_validate():
+    with pytest.raises(ValueError, match="timeout_s"):
+        Limits(timeout_s=0)
+    with pytest.raises(ValueError, match="isolation"):
+        Sandbox(isolation="docker")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- fallback
+
+
+def test_rlimits_fallback_basics(monkeypatch):
+    monkeypatch.setenv(SECRET_NAME, SECRET_VALUE)
+    with Sandbox(Limits(timeout_s=1.0, memory_mb=256), workers=1, isolation="rlimits") as box:
+        ok, loop, mem, daemon = box.run_many(["print(6 * 7)", "while True: pass", "x = bytearray(2 * 2**30)", DAEMON])
+        assert (ok.status, ok.stdout) == ("ok", "42\n")
+        assert ok.isolation.startswith("rlimits")
+        assert loop.status == "timeout"
+        assert mem.status == "memory"
+        assert daemon.status == "ok"
+        assert sandbox_processes() == []
+        env = box.run(f"import os; print({SECRET_NAME!r} in os.environ, sorted(os.environ))")
+        assert env.stdout.startswith("False")

@@ -1,0 +1,152 @@
+"""Parquet shards are written atomically; the DuckDB catalog is views only and sees new shards at once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from storage import writer
+from storage.catalog import CATALOG_NAME, connect, ensure_catalog, query
+from storage.schema import TABLES
+from storage.writer import shard_path, sweep_temp_files, write_rows
+
+
+def _eval_rows(run_id: str, n: int, arm: str = "a") -> list[dict]:
+    return [{"run_id": run_id, "arm": arm, "seed": 0, "round": 1, "problem_id": f"p{i}", "model_ref": "m",
+             "n": 1, "n_pass": i % 2} for i in range(n)]
+
+
+def test_fresh_home_answers_queries_on_every_table(pidistill_home: Path):
+    for table in TABLES:
+        assert query(f"select count(*) as n from {table}").n.tolist() == [0]
+    assert (pidistill_home / CATALOG_NAME).exists()
+
+
+def test_new_shards_are_visible_without_touching_the_catalog(pidistill_home: Path):
+    ensure_catalog()
+    mtime = (pidistill_home / CATALOG_NAME).stat().st_mtime_ns
+    write_rows(shard_path(pidistill_home, "r1", "evaluations", "a", 0, 1, "eval"), _eval_rows("r1", 10), "evaluations")
+    write_rows(shard_path(pidistill_home, "r2", "evaluations", "b", 0, 1, "eval"), _eval_rows("r2", 4, "b"), "evaluations")
+    df = query("select run_id, count(*) n, sum(n_pass) p from evaluations group by all order by all")
+    assert df.values.tolist() == [["r1", 10, 5], ["r2", 4, 2]]
+    assert (pidistill_home / CATALOG_NAME).stat().st_mtime_ns == mtime
+
+
+def test_layout_is_run_table_arm_seed_round_stage(pidistill_home: Path):
+    p = shard_path(pidistill_home, "run", "attempts", "rft", 2, 3, "train", 1)
+    assert p.relative_to(pidistill_home).as_posix() == "run/attempts/arm=rft/seed=2/round=3/train-1.parquet"
+    with pytest.raises(ValueError, match="unknown table"):
+        shard_path(pidistill_home, "run", "atempts", "rft", 2, 3, "train")
+
+
+def test_rows_must_match_the_schema(tmp_path: Path):
+    row = _eval_rows("r", 1)[0]
+    with pytest.raises(ValueError, match=r"missing columns \['n_pass'\]"):
+        write_rows(tmp_path / "x.parquet", [{k: v for k, v in row.items() if k != "n_pass"}], "evaluations")
+    with pytest.raises(ValueError, match=r"unexpected \['extra'\]"):
+        write_rows(tmp_path / "x.parquet", [{**row, "extra": 1}], "evaluations")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_crash_mid_write_leaves_no_shard_and_no_temp(tmp_path: Path, monkeypatch):
+    target = tmp_path / "t" / "eval-0.parquet"
+    real = pq.write_table
+
+    def dies_halfway(table, where, **kw):
+        real(table.slice(0, 1), where, **kw)  # something is on disk under the temp name...
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer.pq, "write_table", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        write_rows(target, _eval_rows("r", 5), "evaluations")
+    assert list(target.parent.iterdir()) == []  # ...but neither it nor a target exists
+
+
+def test_overwrite_is_whole(tmp_path: Path):
+    target = tmp_path / "eval-0.parquet"
+    write_rows(target, _eval_rows("r", 5), "evaluations")
+    write_rows(target, _eval_rows("r", 3), "evaluations")
+    assert pq.read_table(target).num_rows == 3
+
+
+def test_sweep_removes_orphan_temp_files(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    orphan = tmp_path / "a" / f"eval-0.parquet{writer.TMP_MARK}123-abcd"
+    orphan.write_bytes(b"PAR1 half")
+    keep = write_rows(tmp_path / "a" / "eval-1.parquet", _eval_rows("r", 1), "evaluations")
+    assert sweep_temp_files(tmp_path) == [orphan]
+    assert keep.exists() and not orphan.exists()
+
+
+def test_catalog_is_read_only_for_readers(pidistill_home: Path):
+    with connect() as con:
+        with pytest.raises(duckdb.Error):
+            con.execute("create table x (a int)")
+
+
+def test_catalog_rebuilds_when_the_home_moves(tmp_path: Path, monkeypatch):
+    old = tmp_path / "old"
+    monkeypatch.setenv("PIDISTILL_HOME", str(old))
+    write_rows(shard_path(old, "r1", "evaluations", "a", 0, 1, "eval"), _eval_rows("r1", 2), "evaluations")
+    assert query("select count(*) n from evaluations").n.tolist() == [2]
+    new = tmp_path / "new"
+    old.rename(new)
+    monkeypatch.setenv("PIDISTILL_HOME", str(new))
+    assert query("select count(*) n from evaluations").n.tolist() == [2]
+    assert query("select home from _catalog").home.tolist() == [str(new)]
+
+
+def test_new_columns_read_as_null_in_old_shards(pidistill_home: Path):
+    """union_by_name: a column a later version adds does not break older runs."""
+    import pyarrow as pa
+
+    old = pa.table({"run_id": ["old"], "arm": ["a"], "seed": pa.array([0], pa.int32()),
+                    "round": pa.array([1], pa.int32()), "problem_id": ["p"], "n": pa.array([1], pa.int32()),
+                    "n_pass": pa.array([1], pa.int32())})  # no model_ref column
+    writer.write_parquet(shard_path(pidistill_home, "old", "evaluations", "a", 0, 1, "eval"), old)
+    df = query("select run_id, model_ref from evaluations")
+    assert df.run_id.tolist() == ["old"] and df.model_ref.isna().all()
+
+
+def test_reader_never_sees_a_partial_shard_while_a_writer_writes(pidistill_home: Path):
+    ensure_catalog()
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def read_loop():
+        while not stop.is_set():
+            try:
+                with duckdb.connect(str(pidistill_home / CATALOG_NAME), read_only=True) as con:
+                    n = con.sql("select count(*) from evaluations").fetchall()[0][0]
+                    assert n % 50 == 0, n  # whole shards only
+            except Exception as exc:  # noqa: BLE001 - any reader error fails the test
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        for i in range(40):
+            path = shard_path(pidistill_home, f"run{i % 4}", "evaluations", "a", i, 1, "eval")
+            write_rows(path, _eval_rows(f"run{i % 4}", 50), "evaluations")
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert query("select count(*) n from evaluations").n.tolist() == [40 * 50]
+
+
+def test_runs_row_roundtrip(pidistill_home: Path):
+    now = datetime.now(timezone.utc)
+    row = {"run_id": "r", "experiment": "e", "config_json": "{}", "config_hash": "h", "code_version": "c",
+           "data_hash": "d", "started_at": now, "finished_at": None, "status": "running", "error": None}
+    write_rows(pidistill_home / "r" / "runs" / "run.parquet", [row], "runs")
+    write_rows(pidistill_home / "r" / "runs" / "run.parquet", [{**row, "status": "completed", "finished_at": now}], "runs")
+    assert query("select run_id, status from runs").values.tolist() == [["r", "completed"]]
+    assert os.listdir(pidistill_home / "r" / "runs") == ["run.parquet"]
