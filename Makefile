@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast smoke-presets clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+smoke-presets: setup
+	$(BIN)/pidistill smoke
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -40,7 +40,9 @@ Options: ``repl_command`` (default ``lake env repl`` or ``$PIDISTILL_LEAN_REPL``
 (s for start + header import, 600), ``memory_mb`` (RLIMIT_AS per REPL, 32768;
 ``rlimit="DATA"`` limits only heap memory instead),
 ``max_rss_mb`` (recycle a REPL above this RSS, 12288), ``pool_size`` (parallel
-REPLs, default min(4, cores/2)), ``allow_native_decide`` (False).
+REPLs, default min(4, cores/2)), ``allow_native_decide`` (False), ``proofs_path``
+(JSONL of reference proofs ``{"name", "proof"}``: the problem's `solution`, which the
+``skeleton`` and ``correct_answer`` retry PIs need; miniF2F ships none).
 """
 
 from __future__ import annotations
@@ -68,6 +70,21 @@ def _default_pool_size() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
+def _read_proofs(path: Path) -> dict[str, str]:
+    """Reference proofs: JSONL rows {"name": theorem name, "proof": the text after `:= by`}."""
+    if not path.is_file():
+        raise DomainError(f"minif2f: proofs file {path} not found")
+    proofs = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                proofs[row["name"]] = row["proof"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DomainError(f"{path}:{lineno}: not a proof row ({exc!r})") from exc
+    return proofs
+
+
 class MiniF2FDomain(BaseDomain):
     name = "minif2f"
     stop: tuple[str, ...] = ("```",)
@@ -85,6 +102,7 @@ class MiniF2FDomain(BaseDomain):
         max_rss_mb: int | None = 12288,
         pool_size: int | None = None,
         allow_native_decide: bool = False,
+        proofs_path: str | Path | None = None,
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -107,6 +125,7 @@ class MiniF2FDomain(BaseDomain):
             raise DomainError(f"minif2f: bad Lean option: {exc}") from exc
         self.pool_size = int(pool_size) if pool_size else _default_pool_size()
         self.allow_native_decide = bool(allow_native_decide)
+        self.proofs = _read_proofs(Path(proofs_path)) if proofs_path is not None else {}
         self._rows: list[dict[str, Any]] | None = None
         self._pool: ReplPool | None = None
         self._pool_lock = threading.Lock()
@@ -147,6 +166,7 @@ class MiniF2FDomain(BaseDomain):
             problem_id=f"minif2f/{row['name']}",
             domain=self.name,
             question=informal + row["formal_statement"],
+            solution=self.proofs.get(row["name"], ""),
             meta={
                 "name": row["name"],
                 "split": row.get("split", ""),
@@ -170,6 +190,15 @@ class MiniF2FDomain(BaseDomain):
             parts += [pi_block, ""]
         parts.append("```lean4\n" + m["header"] + m["informal_prefix"] + m["formal_statement"])
         return "\n".join(parts)
+
+    def skeleton(self, problem: Problem) -> str:
+        """The `have` skeleton of the reference proof (needs the `proofs_path` option)."""
+        if not problem.solution:
+            raise ValueError(
+                f"no reference proof for {problem.problem_id}: skeleton PI needs domain.options.proofs_path "
+                "(JSONL rows {\"name\": ..., \"proof\": ...})"
+            )
+        return self.skeleton_pi(problem, problem.solution).text
 
     def skeleton_pi(self, problem: Problem, proof: str) -> PrivilegedInfo:
         """The ``skeleton`` privileged information from a (reference) proof of `problem`."""

@@ -63,6 +63,13 @@ class NumericAnswerDomain(BaseDomain):
             parts.append(pi_section(pi))
         return "\n".join(parts) + "\nAnswer:"
 
+    def wrong_answer(self, problem: Problem, rng) -> str:
+        """A plausible wrong final answer: the reference moved by a few units (about 20 % for large ones)."""
+        value = Decimal(normalize_number(problem.answer) or "0")
+        span = max(3, int(abs(value) * Decimal("0.2")))
+        wrong = value + rng.randint(1, span) * rng.choice((-1, 1))
+        return normalize_number(str(wrong)) or str(wrong)
+
     def check(self, problem: Problem, completion: str) -> Verdict:
         expected = normalize_number(problem.answer)
         if expected is None:

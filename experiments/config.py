@@ -114,13 +114,49 @@ class SamplingConfig(_Frozen):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(64, ge=1, description="Most tokens generated per completion.")
-    batch_size: int = Field(64, ge=1, description="Prompts per generate() call (HF backend).")
+    batch_size: int = Field(64, ge=1, description="Sequences per generate() call (HF backend).")
+    temperature_schedule: list[float] | None = Field(
+        None,
+        description="Per-round temperatures (round r uses entry r-1, the last one repeats); empty = `temperature`.",
+    )
+
+    @field_validator("temperature_schedule")
+    @classmethod
+    def _schedule(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(t < 0 for t in v)):
+            raise ValueError("needs at least one temperature, none negative")
+        return v
 
 
 class RetryConfig(_Frozen):
     max_retries: int = Field(0, ge=0, description="K: retries after a failed attempt (0 = no retry loop).")
-    feedback: PIKind = Field("none", description="What the retry prompt carries (pi_kind).")
-    model: str | None = Field(None, description="Another model for retries (cross-model retry); empty = same.")
+    strategy: Literal["retry", "resample"] = Field(
+        "retry",
+        description="retry: a failed attempt gets a retry prompt carrying `feedback`; resample: the double-sample "
+        "control, a fresh sample of the original prompt (same budget, no failure signal).",
+    )
+    feedback: PIKind = Field("none", description="What the retry prompt carries (stored as pi_kind).")
+    model: str | None = Field(
+        None, description="Another model samples the retries (cross-model retry): 'tiny', an HF id or a path."
+    )
+    temperature: float | None = Field(None, ge=0, description="Temperature of retries; empty = the round's.")
+    diagnosis_max_new_tokens: int = Field(
+        64, ge=1, description="self_diagnosis: most tokens of the diagnosis the model writes before retrying."
+    )
+
+
+class CurriculumConfig(_Frozen):
+    mode: Literal["static", "dynamic"] = Field(
+        "static",
+        description="static: the same training problems every round; dynamic: each round picks problems by their "
+        "running pass rates in this run (read from DuckDB).",
+    )
+    pool_size: int = Field(1000, ge=1, description="dynamic: candidate training problems to choose from.")
+    target_low: float = Field(0.0, ge=0, le=1, description="dynamic: prefer problems with pass rate above this.")
+    target_high: float = Field(1.0, ge=0, le=1, description="dynamic: ...and below this.")
+    explore: float = Field(
+        0.25, ge=0, le=1, description="dynamic: share of each round's problems drawn from not-yet-tried ones."
+    )
 
 
 class VerifyConfig(_Frozen):
@@ -194,6 +230,7 @@ class ExperimentConfig(_Frozen):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model being improved.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How attempts are sampled.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="The try-again loop.")
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig, description="Which problems each round.")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="How attempts are judged.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which attempts become SFT data.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="How the model is trained each round.")
@@ -257,6 +294,41 @@ class ExperimentConfig(_Frozen):
 
 # `--set model=X` / `--set domain=X` name the model / domain and keep the rest of the section.
 _SHORTHAND = {"model": "name_or_path", "domain": "name"}
+
+
+# --smoke: the same experiment at micro scale on CPU with the tiny model. GSM8K becomes arith (the
+# tiny model only knows arith); code and Lean keep their domain (the sandbox / Lean path still runs).
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "model.name_or_path": "tiny",
+    "domain.train_size": 16,
+    "domain.eval_size": 40,
+    "domain.path": None,
+    "sampling.n": 2,
+    "sampling.max_new_tokens": 48,
+    "sampling.batch_size": 64,
+    "train.lr": 3.0e-4,
+    "train.batch_size": 8,
+    "train.max_length": 256,
+    "curriculum.pool_size": 64,
+    "seeds": [0],
+}
+_SMOKE_DOMAIN = {"gsm8k": "arith"}
+_SMOKE_ARM_DROPS = ("model.", "domain.", "sampling.n", "sampling.max_new_tokens")
+
+
+def smoke(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` at micro scale (see SMOKE_OVERRIDES); arms keep what they vary, except model, domain, sizes."""
+    data = config.model_dump()
+    for key, value in SMOKE_OVERRIDES.items():
+        _set_dotted(data, key, value, where="smoke")
+    data["domain"]["name"] = _SMOKE_DOMAIN.get(data["domain"]["name"], data["domain"]["name"])
+    if data["retry"]["model"]:
+        data["retry"]["model"] = "tiny"
+    for arm in data["arms"]:
+        arm["set"] = {k: ("tiny" if k == "retry.model" else v) for k, v in arm["set"].items()
+                      if not k.startswith(_SMOKE_ARM_DROPS) and k not in ("model", "domain")}
+    data["name"] = config.name
+    return _validate(data, prefix="smoke: ")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "--set") -> None:
@@ -326,8 +398,10 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def load_config(preset_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read a preset or YAML file, apply `key=value` overrides, validate. Raises ConfigError."""
+def load_config(
+    preset_or_path: str, overrides: list[str] | tuple[str, ...] = (), smoke_scale: bool = False
+) -> ExperimentConfig:
+    """Read a preset or YAML file, apply `key=value` overrides (after smoke scaling), validate. Raises ConfigError."""
     path = resolve_preset(preset_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -335,6 +409,8 @@ def load_config(preset_or_path: str, overrides: list[str] | tuple[str, ...] = ()
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    if smoke_scale:
+        data = smoke(_validate(data)).model_dump()
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(data, key, value)
     return _validate(data)

@@ -12,7 +12,7 @@ from storage.report import arm_summary, format_summary
 from storage.writer import home_dir
 from tasks.common import RoundKey, now
 from tasks.evaluate import evaluate
-from tasks.runs import new_run_id, preflight, resolve_model, write_run
+from tasks.runs import new_run_id, preflight, resolve_model, retry_model_config, write_run
 
 
 def _base_eval_groups(config: ExperimentConfig) -> dict[str, list[str]]:
@@ -44,8 +44,10 @@ def experiment_flow(config: ExperimentConfig, run_id: str | None = None) -> list
             for arm in config.arms:
                 cfg = config.for_arm(arm.name)
                 base_ref = model_ref = resolve_model(cfg.model)
+                retry_cfg = retry_model_config(cfg)
+                retry_ref = resolve_model(retry_cfg) if retry_cfg else None
                 for r in range(1, cfg.rounds + 1):
-                    model_ref = round_flow(cfg, run_id, arm.name, seed, r, model_ref, base_ref)
+                    model_ref = round_flow(cfg, run_id, arm.name, seed, r, model_ref, base_ref, retry_ref)
     except BaseException as exc:
         write_run(config, run_id, "failed", started, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise

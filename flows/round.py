@@ -1,4 +1,4 @@
-"""One round: sample -> verify -> filter -> train -> evaluate. Wiring only."""
+"""One round: sample -> verify (-> retry: sample -> verify, K times) -> filter -> train -> evaluate. Wiring only."""
 
 from __future__ import annotations
 
@@ -6,29 +6,49 @@ from prefect import flow, get_run_logger
 
 from experiments.config import ExperimentConfig
 from storage.writer import home_dir
-from tasks.common import RoundKey, train_problems
+from tasks.common import RoundKey
+from tasks.curriculum import select_problems
 from tasks.evaluate import evaluate
 from tasks.filter import filter_attempts
-from tasks.sample import first_requests, sample
+from tasks.retry import failed, follow_ups
+from tasks.sample import diagnose, first_requests, sample
 from tasks.train import train
 from tasks.verify import verify
 
 
 @flow(name="round", flow_run_name="{arm} seed={seed} round={round}")
-def round_flow(cfg: ExperimentConfig, run_id: str, arm: str, seed: int, round: int, model_ref: str, base_ref: str) -> str:
-    """Run one round of arm `arm` from `model_ref`; returns the model the next round starts from."""
+def round_flow(
+    cfg: ExperimentConfig, run_id: str, arm: str, seed: int, round: int, model_ref: str, base_ref: str,
+    retry_ref: str | None = None,
+) -> str:
+    """Run one round of arm `arm` from `model_ref`; returns the model the next round starts from.
+
+    `retry_ref` samples the follow-ups (cross-model retry); default `model_ref`."""
     log = get_run_logger()
     key = RoundKey(run_id, arm, seed, round, str(home_dir()))
-    problems = train_problems(cfg, seed)
-    by_id = {p.problem_id: p for p in problems}
+    problems = {p.problem_id: p for p in select_problems(cfg, key)}
 
-    attempts = verify(cfg, by_id, sample(cfg, key, model_ref, first_requests(cfg, problems)))
-    examples = filter_attempts(cfg, key, by_id, attempts)
-    init_ref = model_ref if cfg.train.init == "previous" else base_ref
-    new_ref = train(cfg, key, init_ref, examples)
+    attempts = verify(cfg, key, problems, sample(cfg, key, model_ref, first_requests(cfg, list(problems.values()))))
+    latest = attempts
+    for k in range(1, cfg.retry.max_retries + 1):
+        failures = failed(cfg, latest)
+        if not failures:
+            break
+        retry_model = retry_ref or model_ref
+        notes = diagnose(cfg, key, retry_model, problems, failures, k) if _diagnoses(cfg) else None
+        requests = follow_ups(cfg, seed, round, problems, failures, k, notes)
+        latest = verify(cfg, key, problems, sample(cfg, key, retry_model, requests))
+        attempts = attempts + latest
+
+    examples = filter_attempts(cfg, key, problems, attempts)
+    new_ref = train(cfg, key, model_ref if cfg.train.init == "previous" else base_ref, examples)
     score = evaluate(cfg, [key], new_ref)
 
-    passed = sum(a["passed"] for a in attempts)
-    log.info(f"[{arm} seed={seed} round={round}] {len(attempts)} attempts, {passed} passed, "
-             f"{len(examples)} SFT examples; eval pass@1 {score:.3f}")
+    retried = sum(a["attempt_idx"] > 0 for a in attempts)
+    log.info(f"[{arm} seed={seed} round={round}] {len(attempts)} attempts ({retried} follow-ups), "
+             f"{sum(a['passed'] for a in attempts)} passed, {len(examples)} SFT examples; eval pass@1 {score:.3f}")
     return new_ref
+
+
+def _diagnoses(cfg: ExperimentConfig) -> bool:
+    return cfg.retry.strategy == "retry" and cfg.retry.feedback == "self_diagnosis"

@@ -34,6 +34,7 @@ def load_tokenizer(model_ref: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(model_ref: str, device: str = "auto", dtype: str = "auto") -> torch.nn.Module:
+    quiet_libraries()
     device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=resolve_dtype(dtype, device))
     return model.to(device)
@@ -44,6 +45,10 @@ def quiet_libraries() -> None:
     import datasets
     import transformers
 
+    import warnings
+
+    # TRL's SFTConfig sets this deprecated field itself, once per trainer: not something a user can act on.
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -9,7 +9,9 @@ the result is cached under `$PIDISTILL_HOME/models/tiny-<recipe hash>/` (or
     0.245
 
 Pretraining (a plain torch loop: full-sequence loss on prompt + reference
-solution of arith *train* problems drawn with another generator seed) stops at
+solution of arith *train* problems drawn with another generator seed; a fifth
+of the prompts are retry prompts whose block says nothing about the answer,
+so the model knows the try-again format as an instruction-tuned LLM would) stops at
 the first check where greedy pass@1 on the arith *test* split reaches
 `stop_at`, and fails unless it ends inside [target_low, target_high]: a base
 model that is neither hopeless nor saturated leaves room to improve.
@@ -30,14 +32,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from domains.arith import ArithDomain
-from domains.base import PI_TEMPLATES, stable_hash
+from domains.base import PI_TEMPLATES, PrivilegedInfo, stable_hash
 from experiments.config import TinyModelConfig
 from models.sampling.hf import HFSampler
 from storage.writer import home_dir
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1  # bump when the build procedure changes
+RECIPE_VERSION = 3  # bump when the build procedure changes
 PAD, EOS = "<pad>", "<eos>"
 EVAL_PROBLEMS = 200  # same as the default domain.eval_size: the split experiments evaluate on
 PRETRAIN_SEED_OFFSET = 10_007  # pretraining problems come from another generator stream
@@ -96,8 +98,30 @@ def build_model(recipe: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return LlamaForCausalLM(config)
 
 
-def _texts(domain: ArithDomain, n: int) -> list[str]:
-    return [domain.prompt(p) + p.solution for p in domain.load("train", limit=n)]
+RETRY_SHARE = 0.2  # of pretraining prompts carry a retry block, so the model knows the format
+
+
+def _retry_pi(p, rng: random.Random) -> PrivilegedInfo:
+    """A retry block that says nothing about the answer: the format of a try-again, not its content."""
+    kind = rng.choice(["none", "previous_attempt", "verifier_feedback", "gibberish"])
+    wrong = f"{int(p.answer) + rng.choice([-2, -1, 1, 2, 10])}"
+    text = {
+        "none": "",
+        "previous_attempt": p.solution.rsplit("####", 1)[0] + f"#### {wrong}",
+        "verifier_feedback": f"final answer {wrong} is wrong",
+        "gibberish": "".join(rng.choice("abcdefghij klmnop") for _ in range(len(p.answer) + 2)),
+    }[kind]
+    return PrivilegedInfo(kind, text)
+
+
+def _texts(domain: ArithDomain, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Prompt + reference solution of `n` train problems: (plain prompts, retry prompts)."""
+    rng = random.Random(seed)
+    problems = domain.load("train", limit=n)
+    n_retry = int(RETRY_SHARE * n)
+    plain = [domain.prompt(p) + p.solution for p in problems[n_retry:]]
+    retry = [domain.prompt(p, _retry_pi(p, rng)) + p.solution for p in problems[:n_retry]]
+    return plain, retry
 
 
 def greedy_pass_at_1(sampler: HFSampler, n: int = EVAL_PROBLEMS) -> float:
@@ -114,8 +138,8 @@ def pretrain(recipe: TinyModelConfig, out_dir: Path) -> dict:
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
     data_domain = ArithDomain(seed=recipe.seed + PRETRAIN_SEED_OFFSET)
-    texts = _texts(data_domain, 20_000)
-    corpus = texts[:5000] + [t.format(text="the answer is 12 and 7") for t in PI_TEMPLATES.values()] * 20
+    plain, retry = _texts(data_domain, 20_000, recipe.seed)
+    corpus = plain[:4000] + retry[:1000] + [t.format(text="the answer is 12 and 7") for t in PI_TEMPLATES.values()] * 20
     tokenizer = build_tokenizer(corpus, recipe.vocab_size)
     model = build_model(recipe, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -126,7 +150,9 @@ def pretrain(recipe: TinyModelConfig, out_dir: Path) -> dict:
     tokenizer.padding_side = "right"
     while step < recipe.max_steps:
         model.train()
-        batch = [t + eos for t in rng.sample(texts, recipe.batch_size)]
+        # A batch is all plain or all retry prompts: similar lengths, little padding.
+        pool = retry if rng.random() < RETRY_SHARE else plain
+        batch = [t + eos for t in rng.sample(pool, recipe.batch_size)]
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(**enc, labels=labels).loss

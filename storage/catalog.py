@@ -31,7 +31,7 @@ from storage.writer import TMP_MARK, home_dir, write_parquet
 
 CATALOG_NAME = "catalog.duckdb"
 # Bump when the set of views or their SQL changes: old catalogs are rebuilt.
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 
 
 def _schema_file(home: Path, table: str) -> Path:
@@ -54,7 +54,33 @@ def view_sql(home: Path) -> list[str]:
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
             "union_by_name = true, hive_partitioning = false)"
         )
+    stmts.append(COMPUTE_VIEW)
     return stmts
+
+
+# Compute per run and arm (all seeds and rounds added up), so arms can be compared at equal compute.
+# cpu_seconds count this process only: sandbox and Lean REPL workers are not in them.
+COMPUTE_VIEW = """
+CREATE VIEW compute AS
+WITH st AS (
+    SELECT run_id, arm,
+           count(DISTINCT seed) AS seeds,
+           sum(n_items) FILTER (WHERE stage IN ('sample', 'diagnose')) AS samples,
+           sum(n_prompt_tokens) FILTER (WHERE stage IN ('sample', 'diagnose')) AS prompt_tokens,
+           sum(n_completion_tokens) FILTER (WHERE stage IN ('sample', 'diagnose')) AS tokens_sampled,
+           sum(seconds) FILTER (WHERE stage IN ('sample', 'diagnose')) AS sample_seconds,
+           sum(verifier_calls) FILTER (WHERE stage = 'verify') AS verifier_calls,
+           sum(seconds) FILTER (WHERE stage = 'verify') AS verify_seconds,
+           sum(cpu_seconds) FILTER (WHERE stage = 'verify') AS verify_cpu_seconds,
+           sum(n_completion_tokens) FILTER (WHERE stage = 'evaluate') AS eval_tokens_sampled
+    FROM stages GROUP BY ALL
+), tr AS (
+    SELECT run_id, arm, sum(steps) AS train_steps, sum(n_examples) AS train_examples, sum(seconds) AS train_seconds
+    FROM trainings GROUP BY ALL
+)
+SELECT st.*, tr.train_steps, tr.train_examples, tr.train_seconds
+FROM st LEFT JOIN tr USING (run_id, arm)
+"""
 
 
 def _is_current(path: Path, home: Path) -> bool:
@@ -94,7 +120,7 @@ def connect(home: Path | None = None) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(ensure_catalog(home)), read_only=True)
 
 
-def query(sql: str, home: Path | None = None) -> pd.DataFrame:
-    """Run one SQL query against the catalog and return a DataFrame."""
+def query(sql: str, home: Path | None = None, params: dict | None = None) -> pd.DataFrame:
+    """Run one SQL query (with `$name` parameters) against the catalog and return a DataFrame."""
     with connect(home) as con:
-        return con.sql(sql).df()
+        return con.execute(sql, params).df() if params else con.sql(sql).df()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from storage.catalog import connect
+from storage.catalog import query
 
 # pass@1 per (arm, seed, round) = passes / samples over the held-out problems;
 # delta = final round minus round 0 (the base model) of the same seed, averaged.
@@ -43,8 +43,7 @@ GROUP BY ALL ORDER BY arm, round
 
 
 def _query(sql: str, run_id: str, home: Path | None) -> pd.DataFrame:
-    with connect(home) as con:
-        return con.execute(sql, {"run_id": run_id}).df()
+    return query(sql, home, {"run_id": run_id})
 
 
 def arm_summary(run_id: str, home: Path | None = None) -> pd.DataFrame:

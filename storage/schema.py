@@ -101,6 +101,22 @@ EVALUATIONS = pa.schema(
     ]
 )
 
+STAGES = pa.schema(
+    _KEY
+    + [
+        ("stage", pa.string()),  # sample | diagnose | verify | train | evaluate
+        ("attempt_idx", pa.int32()),  # retry level for sample/verify; 0 otherwise
+        ("model_ref", pa.string()),
+        ("n_items", pa.int32()),  # completions sampled, verdicts, examples
+        ("n_prompt_tokens", pa.int64()),
+        ("n_completion_tokens", pa.int64()),
+        ("verifier_calls", pa.int32()),  # distinct (problem, completion) pairs checked
+        ("seconds", pa.float64()),  # wall clock
+        ("cpu_seconds", pa.float64()),  # this process's CPU time (sandbox/REPL workers not included)
+        ("started_at", _TS),
+    ]
+)
+
 # table name -> schema; also the set of views in the catalog.
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
@@ -108,4 +124,5 @@ TABLES: dict[str, pa.Schema] = {
     "sft_examples": SFT_EXAMPLES,
     "trainings": TRAININGS,
     "evaluations": EVALUATIONS,
+    "stages": STAGES,
 }

@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from domains import Domain, Problem, get_domain
 from experiments.config import DomainConfig, ExperimentConfig
-from storage.writer import shard_path
+from storage.writer import shard_path, write_rows
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,6 @@ def attempt_id(*parts: object) -> str:
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:20]
 
 
-def train_problems(cfg: ExperimentConfig, seed: int) -> list[Problem]:
-    """This seed's training problems: a seeded sample of the train split (the same every round)."""
-    import random
-
-    pool = domain_of(cfg).load("train", limit=None if cfg.domain.name != "arith" else 20 * cfg.domain.train_size)
-    if len(pool) <= cfg.domain.train_size:
-        return pool
-    return random.Random(derive_seed("train-problems", seed)).sample(pool, cfg.domain.train_size)
-
-
 def eval_problems(cfg: ExperimentConfig) -> list[Problem]:
     """The held-out problems: the first `eval_size` of the test split, the same for every seed and arm."""
     return domain_of(cfg).load("test", limit=cfg.domain.eval_size)
@@ -69,3 +62,22 @@ def eval_problems(cfg: ExperimentConfig) -> list[Problem]:
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@contextmanager
+def metered(keys: RoundKey | list[RoundKey], stage: str, attempt_idx: int = 0, model_ref: str = "") -> Iterator[dict]:
+    """Time a stage and write its `stages` row (the caller fills the counters in the yielded dict)."""
+    counters = {"n_items": 0, "n_prompt_tokens": 0, "n_completion_tokens": 0, "verifier_calls": 0}
+    started, t0, c0 = now(), time.perf_counter(), time.process_time()
+    yield counters
+    spent = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+    for key in keys if isinstance(keys, list) else [keys]:
+        row = {**key.columns(), "stage": stage, "attempt_idx": attempt_idx, "model_ref": model_ref,
+               **counters, **spent, "started_at": started}
+        write_rows(key.path("stages", f"{stage}-{attempt_idx}"), [row], "stages")
+
+
+def count_tokens(counters: dict, rows: list[dict]) -> None:
+    counters["n_items"] += len(rows)
+    counters["n_prompt_tokens"] += sum(r["n_prompt_tokens"] for r in rows)
+    counters["n_completion_tokens"] += sum(r["n_completion_tokens"] for r in rows)

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from experiments.config import ExperimentConfig
 from storage.writer import write_rows
-from tasks.common import RoundKey, attempt_id, derive_seed, domain_of, eval_problems
+from tasks.common import RoundKey, attempt_id, count_tokens, derive_seed, domain_of, eval_problems, metered
 from tasks.sample import draw, first_requests, make_sampler
 from tasks.verify import verify_rows
 
@@ -51,16 +51,16 @@ def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> flo
     """Evaluate `model_ref`, write its rows under every key; returns pass@1."""
     problems = eval_problems(cfg)
     e, key = cfg.eval, keys[0]
-    sampler = make_sampler(cfg, model_ref)
-    try:
+    with metered(keys, "evaluate", 0, model_ref) as m:
         rows = draw(
-            sampler, key, first_requests(cfg, problems), phase="eval", seed=derive_seed(key.seed, key.round, "eval"),
-            n=e.n, temperature=e.temperature, top_p=cfg.sampling.top_p,
-            max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens, stop=domain_of(cfg).stop,
+            make_sampler(cfg, model_ref), key, first_requests(cfg, problems), phase="eval",
+            seed=derive_seed(key.seed, key.round, "eval"), n=e.n, temperature=e.temperature,
+            top_p=cfg.sampling.top_p, max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
+            stop=domain_of(cfg).stop,
         )
-    finally:
-        sampler.close()
-    rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows)
+        count_tokens(m, rows)
+        rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows, m)
+        m["n_items"] = len(rows)
     for k in keys:
         mine = [{**r, "accepted": None, "reject_reason": None} for r in _for_key(rows, k)]
         write_rows(k.path("attempts", "eval"), mine, "attempts")

@@ -31,7 +31,7 @@ class PILeak(RuntimeError):
     """A training prompt carries privileged information."""
 
 
-def _verdict_reason(cfg: ExperimentConfig, row: dict) -> str | None:
+def verdict_reason(cfg: ExperimentConfig, row: dict) -> str | None:
     if row["status"] in ("error", "timeout"):
         return _VERDICT_REASON[row["status"]]
     if cfg.verify.mode == "graded":
@@ -61,7 +61,7 @@ def decide(cfg: ExperimentConfig, rows: list[dict]) -> list[dict]:
         seen: set[str] = set()
         kept = 0
         for row in group:
-            reason = _verdict_reason(cfg, row) or _frontier_reason(cfg, rate)
+            reason = verdict_reason(cfg, row) or _frontier_reason(cfg, rate)
             if reason is None and cfg.filter.dedupe and row["completion"].strip() in seen:
                 reason = "duplicate"
             if reason is None and cfg.filter.max_per_problem is not None and kept >= cfg.filter.max_per_problem:

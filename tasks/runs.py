@@ -68,8 +68,25 @@ def preflight(config: ExperimentConfig) -> None:
             raise PreflightError(f"{where}sampling.backend={cfg.sampling.backend!r}: only 'hf' is built so far")
         if cfg.train.method == "opsd":
             raise PreflightError(f"{where}train.method='opsd': the OPSD trainer is not built yet")
-        if cfg.retry.max_retries > 0:
-            raise PreflightError(f"{where}retry.max_retries: the retry loop is not built yet (use 0)")
+        if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
+            _check_pi(cfg, domain, where)
+        if cfg.retry.model and cfg.retry.model != "tiny" and _looks_local(cfg.retry.model) \
+                and not Path(cfg.retry.model).expanduser().is_dir():
+            raise PreflightError(f"{where}retry.model: no model folder at {cfg.retry.model}")
+
+
+def _check_pi(cfg: ExperimentConfig, domain, where: str) -> None:
+    """Build the configured PI once for a real problem: a domain that cannot supply it fails now."""
+    import random
+
+    from tasks.retry import PIUnavailable, make_pi
+
+    problems = domain.load("train", limit=2)
+    row = {"completion": "x", "feedback": "y", "attempt_id": "a"}
+    try:
+        make_pi(cfg.retry.feedback, domain, problems[0], row, problems, random.Random(0), "z")
+    except (PIUnavailable, ValueError) as exc:
+        raise PreflightError(f"{where}retry.feedback={cfg.retry.feedback!r}: {exc}") from None
 
 
 def data_hash(config: ExperimentConfig) -> str:
@@ -91,6 +108,13 @@ def write_run(config: ExperimentConfig, run_id: str, status: str, started_at: da
         "error": error,
     }
     write_rows(home_dir() / run_id / "runs" / "run.parquet", [row], "runs")
+
+
+def retry_model_config(cfg: ExperimentConfig) -> ModelConfig | None:
+    """The model config of cross-model retries ('tiny' means the same tiny recipe), or None."""
+    if not cfg.retry.model:
+        return None
+    return cfg.model.model_copy(update={"name_or_path": cfg.retry.model})
 
 
 @task(name="resolve-model", retries=1, cache_policy=NO_CACHE)

@@ -1,10 +1,14 @@
-"""Stage `sample`: draw completions for a batch of prompts, one task run per stage.
+"""Stage `sample`: draw completions for a batch of prompts, one task run per stage and retry level.
 
-A request is one prompt to sample (a first try, or a retry with privileged
-information); its result rows are attempts without a verdict yet:
+A request is one prompt to sample (a first try, or a follow-up of a failed
+attempt); its result rows are attempts without a verdict yet:
 
     SampleRequest(problem=p, prompt="Question: What is 8 * 8 + 67?\\nAnswer:", attempt_idx=0)
     -> {"problem_id": "arith-7b0e13a0", "attempt_idx": 0, "sample_idx": 2, "completion": " 8*8=64. ...", ...}
+
+First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
+`retry.temperature` for follow-ups when set, else the round's entry of
+`sampling.temperature_schedule`, else `sampling.temperature`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 
 from domains import PrivilegedInfo, Problem
 from experiments.config import ExperimentConfig
-from models.sampling.base import Sampler
-from tasks.common import RoundKey, attempt_id, derive_seed, domain_of, now
+from models.sampling import Sampler, get_sampler
+from tasks.common import RoundKey, attempt_id, count_tokens, derive_seed, domain_of, metered, now
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,15 @@ def first_requests(cfg: ExperimentConfig, problems: list[Problem]) -> list[Sampl
 
 
 def make_sampler(cfg: ExperimentConfig, model_ref: str) -> Sampler:
-    """The configured sampling backend over `model_ref`."""
-    backend = cfg.sampling.backend
-    if backend in ("vllm", "auto"):
-        raise NotImplementedError(
-            f"sampling.backend={backend!r}: the vLLM backend is not built yet; use sampling.backend=hf"
-        )
-    from models.sampling.hf import HFSampler
+    """The configured sampling backend over `model_ref` (kept loaded across stages)."""
+    return get_sampler(cfg.sampling.backend, model_ref, cfg.model.device, cfg.model.dtype, cfg.sampling.batch_size)
 
-    return HFSampler(model_ref, device=cfg.model.device, dtype=cfg.model.dtype, batch_size=cfg.sampling.batch_size)
+
+def temperature_for(cfg: ExperimentConfig, round: int, attempt_idx: int) -> float:
+    if attempt_idx > 0 and cfg.retry.temperature is not None:
+        return cfg.retry.temperature
+    schedule = cfg.sampling.temperature_schedule
+    return schedule[min(round, len(schedule)) - 1] if schedule else cfg.sampling.temperature
 
 
 def draw(
@@ -98,16 +102,45 @@ def draw(
 
 @task(name="sample", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def sample(cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[SampleRequest]) -> list[dict]:
-    """Training-phase sampling: `sampling.n` completions per request."""
-    sampler = make_sampler(cfg, model_ref)
-    try:
-        s = cfg.sampling
-        # The seed leaves out run_id and arm: same config + seed => same completions,
-        # and arms that share a model at a round share random numbers (a paired design).
-        seed = derive_seed(key.seed, key.round, "train", *sorted({r.attempt_idx for r in requests}))
-        return draw(
-            sampler, key, requests, phase="train", seed=seed, n=s.n, temperature=s.temperature, top_p=s.top_p,
-            max_new_tokens=s.max_new_tokens, stop=domain_of(cfg).stop,
+    """Training-phase sampling of one retry level (all requests share an attempt_idx)."""
+    levels = {r.attempt_idx for r in requests}
+    if len(levels) != 1:
+        raise ValueError(f"sample: one retry level per call, got attempt_idx {sorted(levels)}")
+    (level,) = levels
+    with metered(key, "sample", level, model_ref) as m:
+        rows = draw(
+            make_sampler(cfg, model_ref), key, requests, phase="train",
+            # The seed leaves out run_id and arm: same config + seed => same completions,
+            # and arms that share a model at a round share random numbers (a paired design).
+            seed=derive_seed(key.seed, key.round, "train", level),
+            n=cfg.sampling.n if level == 0 else 1,
+            temperature=temperature_for(cfg, key.round, level),
+            top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, stop=domain_of(cfg).stop,
         )
-    finally:
-        sampler.close()
+        count_tokens(m, rows)
+    return rows
+
+
+@task(name="diagnose", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def diagnose(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: dict[str, Problem],
+             failures: list[dict], attempt_idx: int) -> dict[str, str]:
+    """self_diagnosis: the model explains each failed attempt; returns {failed attempt_id: diagnosis}.
+
+    The diagnoses are stored as attempts with phase = 'diagnosis' (parent_id = the failed attempt)."""
+    from storage.writer import write_rows
+    from tasks.retry import diagnosis_prompt
+
+    domain = domain_of(cfg)
+    requests = [SampleRequest(problems[r["problem_id"]], diagnosis_prompt(domain, problems[r["problem_id"]], r),
+                              attempt_idx, r["attempt_id"]) for r in failures]
+    with metered(key, "diagnose", attempt_idx, model_ref) as m:
+        rows = draw(
+            make_sampler(cfg, model_ref), key, requests, phase="diagnosis",
+            seed=derive_seed(key.seed, key.round, "diagnosis", attempt_idx), n=1,
+            temperature=temperature_for(cfg, key.round, attempt_idx), top_p=cfg.sampling.top_p,
+            max_new_tokens=cfg.retry.diagnosis_max_new_tokens, stop=("\n\n",),
+        )
+        count_tokens(m, rows)
+    empty = {"status": None, "passed": None, "score": None, "feedback": None, "accepted": None, "reject_reason": None}
+    write_rows(key.path("attempts", f"diagnosis-{attempt_idx}"), [{**r, **empty} for r in rows], "attempts")
+    return {r["parent_id"]: r["completion"] for r in rows}

@@ -29,7 +29,10 @@ def train(cfg: ExperimentConfig, key: RoundKey, model_ref: str, examples: list[d
     row = {**key.columns(), "method": t.method, "init_model_ref": model_ref, "n_examples": len(examples),
            "steps": 0, "lr": t.lr, "final_loss": None, "checkpoint": model_ref, "seconds": 0.0}
     if t.method == "sft" and len(examples) >= max(1, t.min_examples):
+        from models.sampling import release_samplers
         from models.training.sft import train_sft
+
+        release_samplers()  # free the sampler's (GPU) memory before training
 
         result = train_sft(
             model_ref, examples, t, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "train"),

@@ -14,14 +14,14 @@ from prefect.cache_policies import NO_CACHE
 
 from domains import Problem, Verdict
 from experiments.config import ExperimentConfig
-from tasks.common import domain_of
+from tasks.common import RoundKey, domain_of, metered
 
 
 class VerifierErrorRate(RuntimeError):
     """Too many verifier errors in one stage."""
 
 
-def verify_rows(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
+def verify_rows(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[dict], counters: dict | None = None) -> list[dict]:
     """Rows with verdict columns filled; raises VerifierErrorRate past the threshold."""
     domain = domain_of(cfg)
     unique: dict[tuple[str, str], int] = {}
@@ -29,6 +29,9 @@ def verify_rows(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[
         unique.setdefault((row["problem_id"], row["completion"]), len(unique))
     keys = list(unique)
     verdicts: list[Verdict] = domain.check_many([problems[p] for p, _ in keys], [c for _, c in keys])
+    if counters is not None:
+        counters["n_items"] += len(rows)
+        counters["verifier_calls"] += len(keys)
     out = []
     for row in rows:
         v = verdicts[unique[(row["problem_id"], row["completion"])]]
@@ -47,5 +50,7 @@ def _check_error_rate(cfg: ExperimentConfig, rows: list[dict]) -> None:
 
 
 @task(name="verify", retries=0, cache_policy=NO_CACHE)
-def verify(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
-    return verify_rows(cfg, problems, rows)
+def verify(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
+    level = rows[0]["attempt_idx"] if rows else 0
+    with metered(key, "verify", level) as m:
+        return verify_rows(cfg, problems, rows, m)

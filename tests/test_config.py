@@ -36,15 +36,17 @@ def test_overrides_parse_yaml_values_and_shorthands():
     ]
     cfg = load_config("demo", ["model=some/model", "domain=gsm8k", "train.lr=0.01"])
     assert cfg.model.name_or_path == "some/model"
-    assert cfg.domain.name == "gsm8k" and cfg.domain.train_size == 64  # the rest of the section is kept
+    assert cfg.domain.name == "gsm8k"
+    assert cfg.domain.train_size == load_config("demo").domain.train_size  # the rest of the section is kept
     assert cfg.train.lr == 0.01
 
 
 def test_arm_overrides_give_effective_configs():
     cfg = load_config("demo")
-    assert cfg.for_arm("no-train").train.method == "none"
-    assert cfg.for_arm("rft").train.method == "sft"
-    assert cfg.for_arm("rft").arms[0].name == "rft"
+    assert cfg.for_arm("no-retry").retry.max_retries == 0
+    assert cfg.for_arm("double-sample").retry.strategy == "resample"
+    assert cfg.for_arm("retry").retry.max_retries == 3 and cfg.for_arm("retry").retry.strategy == "retry"
+    assert cfg.for_arm("retry").arms[0].name == "retry" and cfg.for_arm("retry").arms[0].set == {}
     with pytest.raises(KeyError):
         cfg.for_arm("nope")
 
@@ -129,3 +131,17 @@ def test_prefect_yaml_demo_deployment_matches_the_preset():
     preset = load_config("demo")
     skip = {"description", "seed_result"}
     assert deployed.model_dump(exclude=skip) == preset.model_dump(exclude=skip)
+
+
+def test_lean_config_validates_but_fails_fast_without_lean(monkeypatch, capsys, pidistill_home: Path):
+    import shutil
+
+    if shutil.which("lake"):
+        pytest.skip("Lean is installed here: the fail-fast path cannot be shown")
+    monkeypatch.delenv("PIDISTILL_LEAN_PROJECT", raising=False)
+    cfg = load_config("demo", ["domain=minif2f"])  # validates
+    with pytest.raises(PreflightError, match="Lean not found, see pidistill doctor"):
+        preflight(cfg)
+    assert main(["run", "demo", "--set", "domain=minif2f"]) == 2
+    assert "Lean not found, see pidistill doctor" in capsys.readouterr().err
+    assert not pidistill_home.exists() or not any(pidistill_home.iterdir())

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.slow
 
 SMALL = [
     "seeds=[0, 1]", "rounds=1", "domain.train_size=24", "domain.eval_size=40",
-    "sampling.n=3", "train.epochs=1", "train.batch_size=8",
+    "sampling.n=3", "train.epochs=1", "train.batch_size=8", "retry.max_retries=2",
+    "retry.feedback=previous_attempt",
+    "arms=[{name: no-train, set: {train.method: none, retry.max_retries: 0}},"
+    " {name: rft, set: {retry.max_retries: 0}}, {name: double-sample, set: {retry.strategy: resample}},"
+    " {name: retry}]",
 ]
+ARMS = ["double-sample", "no-train", "retry", "rft"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,7 @@ def home(runs, monkeypatch) -> Path:
 
 def test_summary_has_every_arm(runs):
     summary = runs[1][0]
-    assert {r["arm"] for r in summary} == {"no-train", "rft"}
+    assert sorted(r["arm"] for r in summary) == ARMS
     for r in summary:
         assert r["seeds"] == 2 and r["rounds"] == 1
         assert 0.0 < r["base_pass1"] < 1.0
@@ -54,11 +59,29 @@ def test_summary_has_every_arm(runs):
 
 def test_attempts_cover_every_arm_seed_round_with_both_verdicts(home):
     df = query("""select arm, seed, round, count(*) n, avg(passed::int) p from attempts
-                  where run_id = 'small-a' and phase = 'train' group by all order by all""")
-    assert df[["arm", "seed", "round"]].values.tolist() == [
-        ["no-train", 0, 1], ["no-train", 1, 1], ["rft", 0, 1], ["rft", 1, 1]]
+                  where run_id = 'small-a' and phase = 'train' and attempt_idx = 0 group by all order by all""")
+    assert df[["arm", "seed", "round"]].values.tolist() == [[a, s, 1] for a in ARMS for s in (0, 1)]
     assert (df.n == 24 * 3).all()
     assert ((df.p > 0) & (df.p < 1)).all()
+
+
+def test_follow_ups_link_to_failed_parents_one_level_up(home):
+    df = query("""select a.arm, a.attempt_idx, a.pi_kind, a.pi_text, p.completion parent_completion,
+                         p.passed parent_passed, p.attempt_idx parent_idx, a.prompt = p.prompt same_prompt
+                  from attempts a join attempts p on a.parent_id = p.attempt_id
+                  where a.run_id = 'small-a' and a.attempt_idx > 0""")
+    df["pi_is_parent"] = [pi == (c.strip() or "(empty)") for pi, c in zip(df.pi_text, df.parent_completion)]
+    assert set(df.arm) == {"retry", "double-sample"}
+    assert not df.parent_passed.any() and (df.attempt_idx == df.parent_idx + 1).all()
+    retry, resample = df[df.arm == "retry"], df[df.arm == "double-sample"]
+    assert (retry.pi_kind == "previous_attempt").all() and retry.pi_is_parent.all()
+    assert resample.pi_kind.isna().all() and resample.same_prompt.all()
+    orphans = query("""select count(*) n from attempts a where run_id = 'small-a' and attempt_idx > 0
+                       and not exists (select 1 from attempts p where p.attempt_id = a.parent_id)""")
+    assert orphans.n.tolist() == [0]
+    n = query("""select arm, max(attempt_idx) k from attempts where run_id = 'small-a' and phase = 'train'
+                 group by arm order by arm""")
+    assert dict(zip(n.arm, n.k)) == {"double-sample": 2, "no-train": 0, "retry": 2, "rft": 0}
 
 
 def test_rejected_attempts_keep_their_reason(home):
@@ -73,23 +96,33 @@ def test_rejected_attempts_keep_their_reason(home):
 def test_eval_rows_base_and_rounds(home):
     df = query("""select arm, round, count(*) n, sum(n) samples from evaluations
                   where run_id = 'small-a' and seed = 0 group by all order by all""")
-    assert df.values.tolist() == [["no-train", 0, 40, 40], ["no-train", 1, 40, 40], ["rft", 0, 40, 40], ["rft", 1, 40, 40]]
+    assert df.values.tolist() == [[a, r, 40, 40] for a in ARMS for r in (0, 1)]
     evals = query("select count(*) n from attempts where run_id = 'small-a' and phase = 'eval'")
-    assert evals.n.tolist() == [2 * 2 * 2 * 40]  # arms x seeds x (base + round 1) x problems
+    assert evals.n.tolist() == [4 * 2 * 2 * 40]  # arms x seeds x (base + round 1) x problems
 
 
 def test_training_rows_and_sft_examples_match_accepted_attempts(home):
     tr = query("select arm, seed, method, n_examples, steps, checkpoint from trainings where run_id = 'small-a' order by all")
-    assert tr.method.tolist() == ["none", "none", "sft", "sft"]
-    rft = tr[tr.arm == "rft"]
-    assert (rft.steps > 0).all() and all(Path(c).is_dir() for c in rft.checkpoint)
+    assert tr.method.tolist() == ["sft", "sft", "none", "none", "sft", "sft", "sft", "sft"]
+    trained = tr[tr.method == "sft"]
+    assert (trained.steps > 0).all() and all(Path(c).is_dir() for c in trained.checkpoint)
     acc = query("""select arm, seed, count(*) n from attempts where run_id = 'small-a' and accepted group by all order by all""")
     ex = query("select arm, seed, count(*) n from sft_examples where run_id = 'small-a' group by all order by all")
     assert acc.values.tolist() == ex.values.tolist()
     assert tr.n_examples.tolist() == ex.n.tolist()
-    joined = query("""select count(*) n from sft_examples e join attempts a using (run_id, attempt_id)
-                      where e.run_id = 'small-a' and (e.prompt != a.prompt or e.completion != a.completion)""")
-    assert joined.n.tolist() == [0]  # no PI in these runs: the training prompt is the attempt's prompt
+    # The training prompt is the original prompt: the first try's, never one carrying PI.
+    joined = query("""select a.arm, a.attempt_idx, e.completion = a.completion same_completion,
+                             e.prompt = root.prompt original_prompt,
+                             a.pi_text is not null and a.pi_text != '' and contains(e.prompt, a.pi_text) leaked,
+                             contains(e.prompt, 'wrong') mentions_retry
+                      from sft_examples e join attempts a using (run_id, attempt_id)
+                      join attempts root on root.run_id = a.run_id and root.arm = a.arm and root.seed = a.seed
+                           and root.round = a.round and root.problem_id = a.problem_id
+                           and root.attempt_idx = 0 and root.sample_idx = 0 and root.phase = 'train'
+                      where e.run_id = 'small-a'""")
+    assert joined.same_completion.all() and joined.original_prompt.all()
+    assert not joined.leaked.any() and not joined.mentions_retry.any()
+    assert (joined[joined.arm == "retry"].attempt_idx > 0).any()  # some accepted examples are retries
 
 
 def test_runs_record_lineage(home):
@@ -102,7 +135,7 @@ def test_runs_record_lineage(home):
 
 def test_same_config_and_seed_give_identical_completions(home):
     df = query("""select run_id, md5(string_agg(completion, '|' order by arm, seed, round, phase, problem_id,
-                                                 attempt_idx, sample_idx)) h, count(*) n
+                                                 attempt_idx, sample_idx, completion)) h, count(*) n
                   from attempts group by run_id order by run_id""")
     assert df.n.tolist()[0] == df.n.tolist()[1] and df.h.nunique() == 1
 
@@ -113,7 +146,7 @@ def test_no_temp_files_left(home):
 
 def test_cli_run_and_sql(tiny_model: Path, pidistill_home: Path, capsys):
     assert main(["run", "demo", "--run-id", "cli-1", "--set", "seeds=[3]", "--set", "arms=[{name: rft}]",
-                 *[a for s in SMALL[1:] for a in ("--set", s)]]) == 0
+                 *[a for s in SMALL[1:-1] for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "rft" in out and "Δpp vs base" in out
     assert main(["sql", "select arm, seed, round, count(*) n, avg(passed::int) p from attempts group by all order by all"]) == 0
@@ -121,6 +154,15 @@ def test_cli_run_and_sql(tiny_model: Path, pidistill_home: Path, capsys):
     assert "rft" in table and "seed" in table
     assert main(["run", "demo", "--run-id", "cli-1"]) == 2  # the id exists: refuse, write nothing
     assert main(["sql", "select * from nope"]) == 2
+
+
+def test_compute_view_accounts_per_arm(home):
+    df = query("select * from compute where run_id = 'small-a' order by arm").set_index("arm")
+    assert list(df.index) == ARMS
+    assert (df.seeds == 2).all() and (df.tokens_sampled > 0).all() and (df.verifier_calls > 0).all()
+    # follow-ups cost samples: the retry arms sampled more than plain rejection sampling
+    assert df.loc["retry", "samples"] > df.loc["rft", "samples"] == 2 * 24 * 3
+    assert df.loc["no-train", "train_steps"] == 0 and df.loc["rft", "train_steps"] > 0
 
 
 def test_failed_run_is_marked_failed(tiny_model: Path, pidistill_home: Path, tmp_path: Path):

@@ -341,3 +341,24 @@ def test_skeleton_pi(no_lean):
     pi = d.skeleton_pi(p, "  have hv : v = 1 / 3 * (30 * (13 / 2)) := by\n    rw [h₁, h₂, h₃]\n  linarith")
     assert pi.kind == "skeleton"
     assert pi.text == p.meta["formal_statement"].rstrip() + "\n  have hv : v = 1 / 3 * (30 * (13 / 2)) := by sorry\n  sorry"
+
+
+def test_reference_proofs_give_a_skeleton_pi(tmp_path):
+    import json
+    import random
+
+    from domains import get_domain
+    from tasks.retry import make_pi
+
+    d = get_domain("minif2f")
+    p = d.load("train", limit=1)[0]
+    with pytest.raises(ValueError, match="proofs_path"):
+        d.skeleton(p)
+    proofs = tmp_path / "proofs.jsonl"
+    name = p.meta["name"]
+    proofs.write_text(json.dumps({"name": name, "proof": "\n  have h1 : 1 + 1 = 2 := by norm_num\n  nlinarith [h1]"}) + "\n")
+    d = get_domain("minif2f", proofs_path=str(proofs))
+    p = d.load("train", limit=1)[0]
+    pi = make_pi("skeleton", d, p, {}, [p], random.Random(0))
+    assert "have h1 : 1 + 1 = 2" in pi.text and "sorry" in pi.text and "norm_num" not in pi.text
+    assert "have h1" in d.prompt(p, pi)

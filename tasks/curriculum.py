@@ -1,0 +1,61 @@
+"""Which training problems a round uses.
+
+static:  a seeded sample of `domain.train_size` problems, the same every round.
+dynamic: each round re-chooses from a pool of `curriculum.pool_size` by the running
+         per-problem pass rates of this run, arm and seed (earlier rounds, read from
+         DuckDB): a share `explore` of problems not tried yet, then tried problems
+         whose pass rate lies in (target_low, target_high), closest to 0.5 first,
+         then the rest. Round 1 has no history and is a plain seeded sample.
+"""
+
+from __future__ import annotations
+
+import random
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from domains import Problem
+from experiments.config import ExperimentConfig
+from storage.catalog import query
+from tasks.common import RoundKey, derive_seed, domain_of
+
+HISTORY_SQL = """
+SELECT problem_id, avg(passed::INT) AS rate, count(*) AS n
+FROM attempts
+WHERE run_id = $run_id AND arm = $arm AND seed = $seed AND phase = 'train' AND round < $round
+GROUP BY problem_id
+"""
+
+
+def _pool(cfg: ExperimentConfig, seed: int, size: int) -> list[Problem]:
+    limit = None if cfg.domain.name != "arith" else max(20 * cfg.domain.train_size, size)
+    pool = domain_of(cfg).load("train", limit=limit)
+    rng = random.Random(derive_seed("train-problems", seed))
+    return rng.sample(pool, min(size, len(pool)))
+
+
+def static_problems(cfg: ExperimentConfig, seed: int) -> list[Problem]:
+    return _pool(cfg, seed, cfg.domain.train_size)
+
+
+def dynamic_problems(cfg: ExperimentConfig, key: RoundKey, history: dict[str, float]) -> list[Problem]:
+    c, want = cfg.curriculum, cfg.domain.train_size
+    pool = _pool(cfg, key.seed, max(c.pool_size, want))
+    rng = random.Random(derive_seed("curriculum", key.seed, key.round))
+    unseen = [p for p in pool if p.problem_id not in history]
+    rng.shuffle(unseen)
+    in_band = sorted((p for p in pool if p.problem_id in history and c.target_low < history[p.problem_id] < c.target_high),
+                     key=lambda p: abs(history[p.problem_id] - 0.5))
+    rest = [p for p in pool if p.problem_id in history and p not in in_band]
+    n_explore = round(c.explore * want) if history else want
+    chosen = unseen[:n_explore] + in_band + unseen[n_explore:] + rest
+    return chosen[:want]
+
+
+@task(name="select-problems", cache_policy=NO_CACHE)
+def select_problems(cfg: ExperimentConfig, key: RoundKey) -> list[Problem]:
+    if cfg.curriculum.mode == "static" or key.round == 1:
+        return static_problems(cfg, key.seed)
+    df = query(HISTORY_SQL, params={**key.columns()})
+    return dynamic_problems(cfg, key, dict(zip(df.problem_id, df.rate)))
