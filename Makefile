@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast smoke-presets clean
+.PHONY: setup demo test test-fast smoke-presets report-screenshot clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ test-fast: setup
 
 smoke-presets: setup
 	$(BIN)/pidistill smoke
+
+# Screenshot the latest run's report.html in headless Chromium (installs Debian's chromium if missing).
+report-screenshot: setup
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	$(BIN)/pidistill report --screenshot report.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

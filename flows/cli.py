@@ -5,6 +5,7 @@
     pidistill smoke [PRESET ...]                     # presets at micro scale (all by default)
     pidistill list                                   # presets and what the original sprint measured
     pidistill sql "select arm, avg(passed::int) from attempts group by arm"
+    pidistill report [RUN_ID ...]                    # report.md + report.html (default: the latest run)
     pidistill bootstrap-model                        # build the tiny local model now
     pidistill doctor                                 # what this machine can run (Lean, GPU, sandbox)
 
@@ -17,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from experiments.config import ConfigError, ExperimentConfig, load_config, preset_names
 
@@ -30,8 +32,8 @@ def _prefect_defaults() -> None:
 
 
 def _run(config: ExperimentConfig, run_id: str | None) -> int:
+    from analysis.report import build_report, format_table
     from flows.experiment import experiment_flow
-    from storage.report import arm_summary, format_summary
     from tasks.runs import new_run_id, preflight
 
     preflight(config)  # before anything is written
@@ -44,8 +46,9 @@ def _run(config: ExperimentConfig, run_id: str | None) -> int:
     print(f"run {run_id}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} rounds "
           f"on {config.domain.name}; outputs in {home_dir() / run_id}", flush=True)
     experiment_flow(config, run_id=run_id)
-    print(f"\n{config.name} ({run_id}) finished in {time.time() - started:.0f} s")
-    print(format_summary(arm_summary(run_id)))
+    print(f"\n{config.name} ({run_id}) finished in {time.time() - started:.0f} s\n")
+    print(format_table(build_report(run_id)))
+    print(f"\nReport: {home_dir() / run_id / 'report' / 'report.html'}")
     print(f'\nQuery every attempt:  pidistill sql "select arm, seed, round, count(*), avg(passed::int) '
           f"from attempts where run_id = '{run_id}' group by all order by all\"")
     return 0
@@ -124,6 +127,32 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """(Re)write the report of the given runs (default: the latest) and print their tables."""
+    from analysis.report import build_report, format_table, write_report
+    from storage.catalog import query
+
+    run_ids = args.run_ids or query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").run_id.tolist()
+    if not run_ids:
+        print("pidistill report: no runs yet", file=sys.stderr)
+        return 2
+    for run_id in run_ids:
+        try:
+            report = build_report(run_id)
+        except KeyError as exc:
+            print(f"pidistill report: {exc.args[0]}", file=sys.stderr)
+            return 2
+        path = write_report(report)
+        print(format_table(report))
+        print(f"report: {path}\n")
+        if args.screenshot:
+            from analysis.screenshot import screenshot
+
+            print(f"screenshot: {screenshot(path, Path(args.screenshot))}")
+            args.screenshot = None  # of the first run only
+    return 0
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from models.tiny import ensure_tiny_model
 
@@ -188,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["table", "csv"], default="table")
     sp.add_argument("--max-rows", type=int, default=200)
     sp.set_defaults(fn=cmd_sql)
+
+    sp = sub.add_parser("report", help="write report.md / report.html of runs (default: the latest)")
+    sp.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    sp.add_argument("--screenshot", metavar="PNG", help="also render report.html in headless Chromium to PNG")
+    sp.set_defaults(fn=cmd_report)
 
     sp = sub.add_parser("bootstrap-model", help="build (or find cached) the tiny local model")
     sp.add_argument("config", nargs="?", default="demo", help="preset or YAML whose model.tiny recipe to build")

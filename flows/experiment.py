@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger
 
 from experiments.config import ExperimentConfig
 from flows.round import round_flow
-from storage.report import arm_summary, format_summary
 from storage.writer import home_dir
 from tasks.common import RoundKey, now
 from tasks.evaluate import evaluate
+from tasks.report import publish_report
 from tasks.runs import new_run_id, preflight, resolve_model, retry_model_config, write_run
 
 
@@ -28,7 +28,7 @@ def _base_eval_groups(config: ExperimentConfig) -> dict[str, list[str]]:
 
 @flow(name="experiment", flow_run_name="{config.name}")
 def experiment_flow(config: ExperimentConfig, run_id: str | None = None) -> list[dict]:
-    """Run `config`; returns the per-arm summary (base and final pass@1, Δpp) as records."""
+    """Run `config`; returns the per-arm table (Δpp vs base with 95% CI, base and final pass@1) as records."""
     log = get_run_logger()
     preflight(config)
     run_id = run_id or new_run_id(config.name)
@@ -52,6 +52,6 @@ def experiment_flow(config: ExperimentConfig, run_id: str | None = None) -> list
         write_run(config, run_id, "failed", started, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     write_run(config, run_id, "completed", started)
-    summary = arm_summary(run_id)
-    log.info(f"run {run_id} completed\n{format_summary(summary)}")
-    return summary.to_dict("records")
+    table = publish_report(run_id)
+    log.info(f"run {run_id} completed; report in {home}/{run_id}/report/report.html")
+    return table

@@ -31,7 +31,7 @@ from storage.writer import TMP_MARK, home_dir, write_parquet
 
 CATALOG_NAME = "catalog.duckdb"
 # Bump when the set of views or their SQL changes: old catalogs are rebuilt.
-CATALOG_VERSION = 2
+CATALOG_VERSION = 3
 
 
 def _schema_file(home: Path, table: str) -> Path:
@@ -54,8 +54,36 @@ def view_sql(home: Path) -> list[str]:
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
             "union_by_name = true, hive_partitioning = false)"
         )
-    stmts.append(COMPUTE_VIEW)
+    stmts += [COMPUTE_VIEW, SUMMARY_VIEW]
     return stmts
+
+
+# One row per run and arm: the seed-style table's point estimates, with lineage.
+# pass@1 of (arm, seed, round) = passes / samples over the held-out problems; delta = the
+# arm's last round minus round 0 (the base model) of the same seed, averaged over seeds.
+SUMMARY_VIEW = """
+CREATE VIEW summary AS
+WITH per_seed AS (
+    SELECT run_id, arm, seed, round, sum(n_pass)::DOUBLE / sum(n) AS pass1, count(*) AS problems
+    FROM evaluations GROUP BY ALL
+), last AS (
+    SELECT run_id, arm, seed, max(round) AS round FROM per_seed GROUP BY ALL
+), arms AS (
+    SELECT f.run_id, f.arm,
+           count(*)::INT AS seeds,
+           max(f.round)::INT AS rounds,
+           max(f.problems)::INT AS problems,
+           avg(b.pass1) AS base_pass1,
+           avg(f.pass1) AS final_pass1,
+           100 * avg(f.pass1 - b.pass1) AS delta_pp
+    FROM per_seed f
+    JOIN last l USING (run_id, arm, seed, round)
+    JOIN per_seed b ON b.run_id = f.run_id AND b.arm = f.arm AND b.seed = f.seed AND b.round = 0
+    GROUP BY f.run_id, f.arm
+)
+SELECT r.experiment, a.*, r.config_hash, r.code_version, r.data_hash, r.status
+FROM arms a LEFT JOIN runs r USING (run_id)
+"""
 
 
 # Compute per run and arm (all seeds and rounds added up), so arms can be compared at equal compute.

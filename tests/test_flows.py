@@ -53,8 +53,9 @@ def test_summary_has_every_arm(runs):
     for r in summary:
         assert r["seeds"] == 2 and r["rounds"] == 1
         assert 0.0 < r["base_pass1"] < 1.0
+        assert r["config_hash"] and r["code_version"] and r["data_hash"]
     no_train = next(r for r in summary if r["arm"] == "no-train")
-    assert no_train["delta_pp"] == 0.0  # greedy eval of an untouched model
+    assert no_train["delta_pp"] == 0.0 and no_train["ci95_pp"] == "[+0.0, +0.0]"  # greedy eval, untouched model
 
 
 def test_attempts_cover_every_arm_seed_round_with_both_verdicts(home):
@@ -173,3 +174,47 @@ def test_failed_run_is_marked_failed(tiny_model: Path, pidistill_home: Path, tmp
         experiment_flow(cfg, run_id="broken")
     df = query("select status, error from runs where run_id = 'broken'")
     assert df.status.tolist() == ["failed"] and df.error.iloc[0]
+
+
+def test_report_numbers_equal_the_summary_view_and_sql_over_attempts(home):
+    from analysis.report import build_report
+
+    report = build_report("small-a")
+    view = query("select * from summary where run_id = 'small-a'").set_index("arm")
+    # recomputed from the raw eval attempts, not from the evaluations table the report reads
+    raw = query("""select arm, seed, round, avg(passed::int) p from attempts
+                   where run_id = 'small-a' and phase = 'eval' group by all""")
+    for a in report.arms:
+        row = view.loc[a.arm]
+        assert a.base_pass1 == pytest.approx(row.base_pass1) and a.final_pass1 == pytest.approx(row.final_pass1)
+        assert a.delta.mean * 100 == pytest.approx(row.delta_pp) and a.seeds == row.seeds
+        mine = raw[raw.arm == a.arm]
+        assert a.base_pass1 == pytest.approx(mine[mine["round"] == 0].p.mean())
+        assert a.final_pass1 == pytest.approx(mine[mine["round"] == a.rounds].p.mean())
+        assert a.delta.low <= a.delta.mean <= a.delta.high and a.delta.n_problems == 40
+        assert row.config_hash and row.code_version and row.data_hash
+    assert report.reference == "no-train" and report.arms[0].vs_reference is None
+    rej = report.rejects.groupby("arm").attempts.sum()
+    trained = query("select arm, count(*) n from attempts where run_id = 'small-a' and phase = 'train' group by arm")
+    assert rej.to_dict() == dict(zip(trained.arm, trained.n))
+
+
+def test_report_files_render_and_artifacts_are_published(home, tmp_path):
+    from analysis.report import build_report, write_report
+    from analysis.screenshot import chromium, screenshot
+
+    path = write_report(build_report("small-a"))
+    html = path.read_text()
+    assert path.name == "report.html" and "data:image/png;base64," in html and "Δpp" in html
+    assert (path.parent / "report.md").exists() and (path.parent / "pass_by_round.png").stat().st_size > 5000
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["small-a-summary", "small-a-report"])))}
+    assert keys == {"small-a-summary", "small-a-report"}
+    if chromium() is None:
+        pytest.skip("no chromium here: report.html was not rendered (make report-screenshot installs it)")
+    png = screenshot(path, tmp_path / "report.png")
+    assert png.stat().st_size > 50_000  # a page with tables and a plot, not a blank one

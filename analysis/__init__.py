@@ -1,0 +1,1 @@
+"""Numbers about runs: metrics with uncertainty (pure), path diversity, and the report."""
