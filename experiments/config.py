@@ -177,6 +177,31 @@ class FilterConfig(_Frozen):
     frontier_high: float = Field(1.0, ge=0, le=1, description="Frontier: pass rate must be < this.")
 
 
+class OPSDConfig(_Frozen):
+    """On-policy self-distillation: the teacher is the same model shown privileged information."""
+
+    pi: PIKind = Field(
+        "reference_solution",
+        description="What the teacher's prompt adds (the retry catalog's kinds; verifier_feedback = the verdict "
+        "on the student's own rollout, as in SDPO).",
+    )
+    teacher: Literal["live", "frozen", "ema"] = Field(
+        "live", description="live: the student's current weights; frozen: a copy of the starting weights; ema."
+    )
+    ema_decay: float = Field(0.99, gt=0, lt=1, description="ema teacher: weight of the old teacher per step.")
+    divergence: Literal["reverse_kl", "forward_kl", "jsd"] = Field(
+        "reverse_kl", description="Per-token divergence: KL(student||teacher), KL(teacher||student), or JSD(beta)."
+    )
+    beta: float = Field(0.5, gt=0, lt=1, description="jsd: mixture weight of the teacher.")
+    topk: int | None = Field(
+        None, ge=1, description="Divergence over the student's top-k tokens plus a tail bucket; empty = full vocab."
+    )
+    batch_size: int = Field(8, ge=1, description="Problems per OPSD step (one rollout each).")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps; empty = train.epochs over the round's problems.")
+    rollout_temperature: float = Field(1.0, ge=0, description="Temperature of the student's on-policy rollouts.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Rollout length; empty = sampling.max_new_tokens.")
+
+
 class TrainConfig(_Frozen):
     method: Literal["none", "sft", "opsd"] = Field(
         "sft", description="none (no training: a control arm), sft (TRL SFTTrainer), opsd."
@@ -200,6 +225,7 @@ class TrainConfig(_Frozen):
     sft_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Any other trl.SFTConfig argument, passed through as-is."
     )
+    opsd: OPSDConfig = Field(default_factory=OPSDConfig, description="train.method=opsd settings.")
 
 
 class EvalConfig(_Frozen):

@@ -26,6 +26,8 @@ from experiments.config import ConfigError, ExperimentConfig, load_config, prese
 def _prefect_defaults() -> None:
     # Offline by default: no telemetry; an ephemeral API unless PREFECT_API_URL points at a server.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral server's start can take over 20 s (Prefect's default limit) on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

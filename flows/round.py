@@ -41,7 +41,7 @@ def round_flow(
         attempts = attempts + latest
 
     examples = filter_attempts(cfg, key, problems, attempts)
-    new_ref = train(cfg, key, model_ref if cfg.train.init == "previous" else base_ref, examples)
+    new_ref = train(cfg, key, model_ref if cfg.train.init == "previous" else base_ref, examples, list(problems.values()))
     score = evaluate(cfg, [key], new_ref)
 
     retried = sum(a["attempt_idx"] > 0 for a in attempts)

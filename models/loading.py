@@ -3,9 +3,15 @@
     >>> tok, model = load_tokenizer("Qwen/Qwen2.5-0.5B"), load_model("Qwen/Qwen2.5-0.5B", device="cuda")
 
 Tokenizers without a pad token get eos as pad (generation pads on the left).
+A PEFT adapter folder (one with `adapter_config.json`) loads its base model
+(`base_model_name_or_path`) with the adapter merged in: a plain model, as a
+merged checkpoint would be.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -25,8 +31,19 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def adapter_base(model_ref: str) -> str | None:
+    """The base model of a PEFT adapter folder (one with adapter_config.json); None for anything else."""
+    config = Path(model_ref).expanduser() / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
 def load_tokenizer(model_ref: str) -> PreTrainedTokenizerBase:
     quiet_libraries()
+    base = adapter_base(model_ref)
+    if base is not None and not (Path(model_ref).expanduser() / "tokenizer_config.json").is_file():
+        model_ref = base  # an adapter saved without its tokenizer uses the base model's
     tok = AutoTokenizer.from_pretrained(model_ref)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -36,7 +53,12 @@ def load_tokenizer(model_ref: str) -> PreTrainedTokenizerBase:
 def load_model(model_ref: str, device: str = "auto", dtype: str = "auto") -> torch.nn.Module:
     quiet_libraries()
     device = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=resolve_dtype(dtype, device))
+    base = adapter_base(model_ref)
+    model = AutoModelForCausalLM.from_pretrained(base or model_ref, dtype=resolve_dtype(dtype, device))
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, model_ref).merge_and_unload()
     return model.to(device)
 
 

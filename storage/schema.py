@@ -42,7 +42,7 @@ RUNS = pa.schema(
 ATTEMPTS = pa.schema(
     _KEY
     + [
-        ("phase", pa.string()),  # train | eval
+        ("phase", pa.string()),  # train | eval | diagnosis | opsd
         ("problem_id", pa.string()),
         ("attempt_id", pa.string()),
         ("attempt_idx", pa.int32()),  # 0 = first try, k = k-th retry
@@ -54,6 +54,7 @@ ATTEMPTS = pa.schema(
         ("pi_kind", pa.string()),
         ("pi_text", pa.string()),
         ("prompt", pa.string()),
+        ("teacher_prompt", pa.string()),  # OPSD rollouts: what the teacher saw (prompt + PI)
         ("completion", pa.string()),
         ("status", pa.string()),  # pass | fail | error | timeout
         ("passed", pa.bool_()),

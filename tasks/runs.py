@@ -64,19 +64,25 @@ def preflight(config: ExperimentConfig) -> None:
         name = cfg.model.name_or_path
         if name != "tiny" and _looks_local(name) and not Path(name).expanduser().is_dir():
             raise PreflightError(f"{where}model.name_or_path: no model folder at {name}")
-        if cfg.sampling.backend != "hf":
-            raise PreflightError(f"{where}sampling.backend={cfg.sampling.backend!r}: only 'hf' is built so far")
+        if cfg.sampling.backend == "vllm":  # 'auto' always works: vLLM when importable on a GPU, else HF
+            from models.sampling import vllm_available
+
+            if not vllm_available():
+                raise PreflightError(
+                    f"{where}sampling.backend='vllm' but vllm is not installed: pip install 'pidistill[gpu]' "
+                    "(GPU), or use the CPU build of the test lane (make test-vllm); or set sampling.backend=auto|hf"
+                )
         if cfg.train.method == "opsd":
-            raise PreflightError(f"{where}train.method='opsd': the OPSD trainer is not built yet")
+            _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
-            _check_pi(cfg, domain, where)
+            _check_pi(cfg.retry.feedback, "retry.feedback", domain, where)
         if cfg.retry.model and cfg.retry.model != "tiny" and _looks_local(cfg.retry.model) \
                 and not Path(cfg.retry.model).expanduser().is_dir():
             raise PreflightError(f"{where}retry.model: no model folder at {cfg.retry.model}")
 
 
-def _check_pi(cfg: ExperimentConfig, domain, where: str) -> None:
-    """Build the configured PI once for a real problem: a domain that cannot supply it fails now."""
+def _check_pi(kind: str, field: str, domain, where: str) -> None:
+    """Build the PI `kind` once for a real problem: a domain that cannot supply it fails now."""
     import random
 
     from tasks.retry import PIUnavailable, make_pi
@@ -84,9 +90,9 @@ def _check_pi(cfg: ExperimentConfig, domain, where: str) -> None:
     problems = domain.load("train", limit=2)
     row = {"completion": "x", "feedback": "y", "attempt_id": "a"}
     try:
-        make_pi(cfg.retry.feedback, domain, problems[0], row, problems, random.Random(0), "z")
+        make_pi(kind, domain, problems[0], row, problems, random.Random(0), "z")
     except (PIUnavailable, ValueError) as exc:
-        raise PreflightError(f"{where}retry.feedback={cfg.retry.feedback!r}: {exc}") from None
+        raise PreflightError(f"{where}{field}={kind!r}: {exc}") from None
 
 
 def data_hash(config: ExperimentConfig) -> str:

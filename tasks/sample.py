@@ -91,6 +91,7 @@ def draw(
                     "pi_kind": req.pi.kind if req.pi else None,
                     "pi_text": req.pi.text if req.pi else None,
                     "prompt": req.prompt,
+                    "teacher_prompt": None,
                     "completion": c.text,
                     "n_prompt_tokens": c.n_prompt_tokens,
                     "n_completion_tokens": c.n_completion_tokens,

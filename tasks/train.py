@@ -1,9 +1,10 @@
-"""Stage `train`: fine-tune on the round's SFT examples; one `trainings` row per round.
+"""Stage `train`: fine-tune on the round's SFT examples, or run OPSD on its problems; one `trainings` row.
 
-`train.method: none` (a control arm) and rounds with fewer than
+`train.method: none` (a control arm) and SFT rounds with fewer than
 `train.min_examples` examples keep the model as it is, and say so in the row
-(steps = 0, checkpoint = the unchanged model). Infrastructure failures (OOM,
-a crashed worker) are retried by Prefect; bad data is not.
+(steps = 0, checkpoint = the unchanged model). OPSD's student rollouts are
+stored as attempts with phase = 'opsd', their PI and the teacher's prompt.
+Infrastructure failures (OOM, a crashed worker) are retried by Prefect; bad data is not.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from domains import Problem
 from experiments.config import ExperimentConfig
 from storage.writer import write_rows
-from tasks.common import RoundKey, derive_seed
+from tasks.common import RoundKey, attempt_id, derive_seed, domain_of, now
 
 
 def checkpoint_dir(key: RoundKey) -> Path:
@@ -23,23 +25,55 @@ def checkpoint_dir(key: RoundKey) -> Path:
 
 
 @task(name="train", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def train(cfg: ExperimentConfig, key: RoundKey, model_ref: str, examples: list[dict]) -> str:
+def train(cfg: ExperimentConfig, key: RoundKey, model_ref: str, examples: list[dict], problems: list[Problem]) -> str:
     """Returns the model the next stage uses (a new checkpoint, or `model_ref` when nothing trained)."""
+    from models.sampling import release_samplers
+
     t = cfg.train
     row = {**key.columns(), "method": t.method, "init_model_ref": model_ref, "n_examples": len(examples),
            "steps": 0, "lr": t.lr, "final_loss": None, "checkpoint": model_ref, "seconds": 0.0}
+    result = None
     if t.method == "sft" and len(examples) >= max(1, t.min_examples):
-        from models.sampling import release_samplers
         from models.training.sft import train_sft
 
         release_samplers()  # free the sampler's (GPU) memory before training
-
-        result = train_sft(
-            model_ref, examples, t, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "train"),
-            device=cfg.model.device, dtype=cfg.model.dtype,
-        )
-        row.update(steps=result.steps, final_loss=result.final_loss, checkpoint=result.checkpoint, seconds=result.seconds)
+        result = train_sft(model_ref, examples, t, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "train"),
+                           device=cfg.model.device, dtype=cfg.model.dtype)
     elif t.method == "opsd":
-        raise NotImplementedError("train.method=opsd: the OPSD trainer is not built yet")
+        release_samplers()
+        result = _opsd(cfg, key, model_ref, problems)
+    if result is not None:
+        row.update(n_examples=result.n_examples, steps=result.steps, final_loss=result.final_loss,
+                   checkpoint=result.checkpoint, seconds=result.seconds)
     write_rows(key.path("trainings", "train"), [row], "trainings")
     return row["checkpoint"]
+
+
+def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[Problem]):
+    from models.training.opsd import train_opsd
+    from tasks.retry import make_pi
+    from tasks.verify import verify_rows
+
+    domain = domain_of(cfg)
+    rows: list[dict] = []
+
+    def record(step: int, rollouts) -> None:
+        for i, r in enumerate(rollouts):
+            rows.append({
+                **key.columns(), "phase": "opsd", "problem_id": r.problem.problem_id,
+                "attempt_id": attempt_id(*key.columns().values(), "opsd", step, i, r.problem.problem_id),
+                "attempt_idx": 0, "sample_idx": step, "parent_id": None, "model_ref": f"{model_ref}@opsd-step-{step}",
+                "sampler": "hf", "temperature": cfg.train.opsd.rollout_temperature, "pi_kind": r.pi_kind,
+                "pi_text": r.pi_text, "prompt": r.student_prompt, "teacher_prompt": r.teacher_prompt,
+                "completion": r.completion, "n_prompt_tokens": r.n_prompt_tokens,
+                "n_completion_tokens": len(r.completion_ids), "created_at": now(),
+            })
+
+    result = train_opsd(
+        model_ref, problems, domain, cfg.train, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "opsd"),
+        make_pi=make_pi, max_new_tokens=cfg.train.opsd.max_new_tokens or cfg.sampling.max_new_tokens,
+        device=cfg.model.device, dtype=cfg.model.dtype, on_rollouts=record,
+    )
+    verified = verify_rows(cfg, {p.problem_id: p for p in problems}, rows)  # for the record: do rollouts improve?
+    write_rows(key.path("attempts", "opsd"), [{**r, "accepted": None, "reject_reason": None} for r in verified], "attempts")
+    return result

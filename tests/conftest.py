@@ -18,6 +18,7 @@ _SESSION = Path(tempfile.mkdtemp(prefix="pidistill-tests-"))
 # Before anything imports prefect: settings are read from the environment.
 os.environ["PREFECT_HOME"] = str(_SESSION / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # a loaded 2-core CI box can exceed 20 s
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test that reaches for the hub fails instead of downloading

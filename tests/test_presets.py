@@ -45,11 +45,28 @@ def test_smoke_subset_lands_attempts_for_every_arm(tiny_model: Path, pidistill_h
     assert fb.n.tolist()[0] > 0
 
 
-def test_smoke_skips_what_needs_lean_or_opsd(tiny_model: Path, pidistill_home: Path, capsys):
-    assert main(["smoke", "lean-retry", "opsd-null"]) == 0
+def test_smoke_skips_lean_presets_without_lean(tiny_model: Path, pidistill_home: Path, capsys):
+    import shutil
+
+    if shutil.which("lake"):
+        pytest.skip("Lean is installed here")
+    assert main(["smoke", "lean-retry"]) == 0
     out = capsys.readouterr().out
     assert "lean-retry" in out and "skipped: " in out and "Lean not found" in out
-    assert "opsd-null" in out and "OPSD" in out
+
+
+def test_opsd_presets_run_and_store_student_rollouts_with_the_teacher_prompt(tiny_model: Path, pidistill_home: Path):
+    assert main(["smoke", "opsd-null", "opsd-dynamic-curriculum"]) == 0
+    landed = _arms_landed("")
+    assert landed["opsd-null"] == {"no-train", "opsd"}
+    rollouts = query("""select r.experiment, a.arm, a.round, a.pi_kind, a.prompt, a.teacher_prompt, a.pi_text
+                        from attempts a join runs r using (run_id) where a.phase = 'opsd'""")
+    assert set(rollouts.experiment) == {"opsd-null", "opsd-dynamic-curriculum"}
+    assert (rollouts.pi_kind == "reference_solution").all()
+    assert all(pi in t and pi not in p for p, t, pi in zip(rollouts.prompt, rollouts.teacher_prompt, rollouts.pi_text))
+    tr = query("""select r.experiment, t.arm, t.method, t.steps from trainings t join runs r using (run_id)
+                  where t.method = 'opsd'""")
+    assert (tr.steps > 0).all() and set(tr.experiment) == {"opsd-null", "opsd-dynamic-curriculum"}
 
 
 def test_dynamic_curriculum_and_self_diagnosis_through_the_flow(tiny_model: Path, pidistill_home: Path):

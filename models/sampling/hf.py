@@ -2,7 +2,9 @@
 
 Prompts are sorted by length and generated in chunks of about `batch_size`
 sequences with left padding; each chunk's RNG is seeded from (seed, chunk),
-so one config and seed always produce the same completions.
+so one config and seed always produce the same completions. `model_ref` may be
+a PEFT adapter folder: its base model is loaded with the adapter merged in
+(`models.loading.load_model`).
 """
 
 from __future__ import annotations

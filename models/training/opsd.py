@@ -1,0 +1,177 @@
+"""On-policy self-distillation (OPSD): one model is both student and teacher.
+
+Each step, for a batch of problems:
+
+    student prompt  "Question: What is 8 * 8 + 67?\\nAnswer:"                      -> the student samples y
+    teacher prompt  "Question: ...\\nHere is a reference solution: ...\\nAnswer:"   (same weights, + PI)
+    loss            mean over y's tokens of D(student(. | x, y<t), teacher(. | x+PI, y<t))
+
+The completion y is tokenised once and appended to both prompts, so student and
+teacher logits are aligned token by token. The teacher runs without gradient:
+`live` uses the student's current weights, `frozen` a copy of the starting
+weights, `ema` an exponential moving average of the student. D is reverse KL,
+forward KL or JSD(beta), over the full vocabulary or the student's top-k tokens
+plus a tail bucket (TRL's self-distillation loss functions, `trl.experimental.sdpo`).
+The PI kinds are the retry catalog's (`tasks.retry.make_pi`): "OPSD with gibberish
+PI" is `train.opsd.pi: gibberish`. With `verifier_feedback` the teacher sees the
+verdict on the student's own rollout (SDPO).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from trl.experimental.sdpo.loss_utils import (
+    compute_full_logit_self_distillation_loss,
+    compute_topk_self_distillation_loss,
+)
+
+from domains import Domain, Problem
+from experiments.config import OPSDConfig, TrainConfig
+from models.loading import load_model, load_tokenizer, resolve_device
+from models.sampling.hf import HFSampler
+from models.training.sft import TrainResult, lora_config
+
+# divergence name -> TRL's alpha: 0 = KL(teacher || student), 1 = KL(student || teacher)
+_ALPHA = {"forward_kl": 0.0, "reverse_kl": 1.0}
+
+
+@dataclass
+class Rollout:
+    problem: Problem
+    student_prompt: str
+    teacher_prompt: str
+    pi_kind: str
+    pi_text: str
+    completion: str
+    completion_ids: list[int]
+    n_prompt_tokens: int
+
+
+def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, cfg: OPSDConfig) -> torch.Tensor:
+    """Per-token divergence, shape (batch, tokens)."""
+    alpha = _ALPHA.get(cfg.divergence, cfg.beta)
+    if cfg.topk:
+        return compute_topk_self_distillation_loss(student_logits, teacher_logits, distillation_topk=cfg.topk,
+                                                   distillation_alpha=alpha, distillation_add_tail=True)
+    return compute_full_logit_self_distillation_loss(student_logits, teacher_logits, distillation_alpha=alpha)
+
+
+def _completion_logits(model, tokenizer, prompts: list[str], completions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits predicting each completion token after its prompt: (batch, max_len, vocab) and a mask."""
+    device = next(model.parameters()).device
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] + c for p, c in zip(prompts, completions)]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    logits = model(input_ids=ids, attention_mask=attn).logits
+    n = max(len(c) for c in completions)
+    out = logits.new_zeros((len(rows), n, logits.shape[-1]))
+    mask = torch.zeros((len(rows), n), dtype=torch.bool, device=device)
+    for i, (r, c) in enumerate(zip(rows, completions)):
+        start = len(r) - len(c) - 1  # the logit at position t predicts token t + 1
+        out[i, : len(c)] = logits[i, start : start + len(c)]
+        mask[i, : len(c)] = True
+    return out, mask
+
+
+def opsd_loss(student, teacher, tokenizer, rollouts: list[Rollout], cfg: OPSDConfig) -> torch.Tensor:
+    """Mean per-token divergence over the rollouts' completion tokens; gradients reach the student only."""
+    completions = [r.completion_ids for r in rollouts]
+    s_logits, mask = _completion_logits(student, tokenizer, [r.student_prompt for r in rollouts], completions)
+    with torch.no_grad():
+        t_logits, _ = _completion_logits(teacher, tokenizer, [r.teacher_prompt for r in rollouts], completions)
+    per_token = divergence(s_logits, t_logits.detach(), cfg)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1)
+
+
+def _ema_update(teacher, student, decay: float) -> None:
+    with torch.no_grad():
+        for t, s in zip(teacher.parameters(), student.parameters()):
+            t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+
+
+def rollouts_for(
+    student, tokenizer, domain: Domain, problems: list[Problem], cfg: OPSDConfig, make_pi: Callable,
+    seed: int, max_new_tokens: int,
+) -> list[Rollout]:
+    """Sample one on-policy completion per problem and build its teacher prompt."""
+    sampler = HFSampler.from_model(student, tokenizer, model_ref="student", batch_size=len(problems))
+    prompts = [domain.prompt(p) for p in problems]
+    outs = sampler.generate(prompts, n=1, temperature=cfg.rollout_temperature, max_new_tokens=max_new_tokens,
+                            stop=domain.stop, seed=seed)
+    texts = [o[0].text for o in outs]
+    verdicts = domain.check_many(problems, texts) if cfg.pi == "verifier_feedback" else [None] * len(problems)
+    rollouts = []
+    for p, prompt, o, text, v in zip(problems, prompts, outs, texts, verdicts):
+        row = {"completion": text, "feedback": v.feedback if v else "", "attempt_id": f"{seed}:{p.problem_id}"}
+        pi = make_pi(cfg.pi, domain, p, row, problems, random.Random(f"{seed}:{p.problem_id}"))
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rollouts.append(Rollout(p, prompt, domain.prompt(p, pi), pi.kind, pi.text, text, ids, o[0].n_prompt_tokens))
+    return rollouts
+
+
+def train_opsd(
+    model_ref: str,
+    problems: list[Problem],
+    domain: Domain,
+    cfg: TrainConfig,
+    checkpoint,
+    seed: int,
+    make_pi: Callable,
+    max_new_tokens: int,
+    device: str = "auto",
+    dtype: str = "auto",
+    on_rollouts: Callable[[int, list[Rollout]], None] | None = None,
+) -> TrainResult:
+    """Run OPSD from `model_ref` on `problems`; save the student at `checkpoint` (LoRA merged)."""
+    o = cfg.opsd
+    device = resolve_device(device)
+    started = time.time()
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(model_ref)
+    student = load_model(model_ref, device=device, dtype=dtype)
+    teacher = student if o.teacher == "live" else copy.deepcopy(student).eval().requires_grad_(False)
+    if cfg.peft == "lora":
+        from peft import get_peft_model
+
+        student = get_peft_model(student, lora_config(cfg))  # a live teacher is the adapted model itself
+        teacher = student if o.teacher == "live" else teacher
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    steps = o.steps or max(1, math.ceil(cfg.epochs * len(problems) / o.batch_size))
+    order = random.Random(seed)
+    losses: list[float] = []
+    for step in range(steps):
+        batch = order.sample(problems, min(o.batch_size, len(problems)))
+        student.eval()
+        rollouts = rollouts_for(student, tokenizer, domain, batch, o, make_pi, seed * 100_003 + step, max_new_tokens)
+        if on_rollouts:
+            on_rollouts(step, rollouts)
+        student.train()
+        loss = opsd_loss(student, teacher, tokenizer, rollouts, o)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if o.teacher == "ema":
+            _ema_update(teacher, student, o.ema_decay)
+        losses.append(loss.item())
+    saved = student.merge_and_unload() if cfg.peft == "lora" else student
+    work = checkpoint.with_name(f"{checkpoint.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    saved.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    os.rename(work, checkpoint)
+    return TrainResult(str(checkpoint), steps * o.batch_size, steps, losses[-1] if losses else None,
+                       round(time.time() - started, 3))

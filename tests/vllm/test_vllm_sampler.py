@@ -1,0 +1,118 @@
+"""The vLLM backend (`models.sampling.vllm`) on vLLM's CPU build: the shared Sampler contract,
+seeds independent of batching, agreement with HF, LoRA adapters through LoRARequest, teardown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.sampling import vllm_available
+
+# Not pytest.importorskip("vllm"): without vLLM, `import vllm` finds this folder (tests/ is on sys.path).
+if not vllm_available():
+    pytest.skip("vLLM is not installed here: its tests run in their own lane, make test-vllm", allow_module_level=True)
+
+import psutil  # noqa: E402
+
+import sampler_contract as contract  # noqa: E402
+from models.loading import load_tokenizer  # noqa: E402
+from models.sampling import get_sampler, release_samplers  # noqa: E402
+from models.sampling.hf import HFSampler  # noqa: E402
+from models.sampling.vllm import VLLMSampler  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_model: Path):
+    s = VLLMSampler(str(tiny_model), device="cpu", max_model_len=512)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model: Path) -> HFSampler:
+    return HFSampler(str(tiny_model), device="cpu", batch_size=64)
+
+
+@pytest.mark.parametrize("check", contract.ALL_CHECKS, ids=lambda f: f.__name__.removeprefix("check_"))
+def test_vllm_sampler_contract(sampler: VLLMSampler, tiny_model: Path, check):
+    if check is contract.check_shapes_and_fields:
+        check(sampler, load_tokenizer(str(tiny_model)))
+    else:
+        check(sampler)
+
+
+def test_samples_depend_on_seed_and_prompt_index_not_on_batching(sampler: VLLMSampler):
+    prompts = contract.arith_prompts(12)
+    kw = dict(n=3, temperature=1.0, max_new_tokens=40, stop=("\n",), seed=11)
+    full = sampler.generate(prompts, **kw)
+    head = sampler.generate(prompts[:4], **kw)
+    assert contract.texts(full[:4]) == contract.texts(head)
+    assert all(len(g) == 3 for g in full) and sum(len(set(g)) > 1 for g in contract.texts(full)) >= 4
+
+
+def test_greedy_matches_the_hf_backend(sampler: VLLMSampler, hf: HFSampler):
+    """Same model, same prompt tokens, float32 both: greedy agrees, and so do token counts."""
+    prompts = contract.arith_prompts(20)
+    kw = dict(temperature=0.0, max_new_tokens=40, stop=("\n",))
+    a, b = sampler.generate(prompts, **kw), hf.generate(prompts, **kw)
+    same = [(x, y) for [x], [y] in zip(a, b) if x.text == y.text]
+    assert len(same) >= 18, [(x[0].text, y[0].text) for x, y in zip(a, b)]
+    for x, y in same:
+        assert (x.n_prompt_tokens, x.n_completion_tokens, x.finish_reason) == (
+            y.n_prompt_tokens, y.n_completion_tokens, y.finish_reason,
+        )
+
+
+def test_lora_adapters_go_through_one_engine(tiny_model: Path, adapters, sampler: VLLMSampler, hf: HFSampler):
+    """An adapter folder loads its base with enable_lora; get_sampler switches adapters on that engine
+    (no merge, no reload); release_samplers shuts the engine's processes down."""
+    first, second = adapters
+    prompts = contract.arith_prompts(10)
+    kw = dict(temperature=0.0, max_new_tokens=30, stop=("\n",))
+    base = contract.texts(sampler.generate(prompts, **kw))
+    before = _children()
+    try:
+        s = get_sampler("vllm", str(first), device="cpu")
+        engine_pids = _children() - before
+        assert isinstance(s, VLLMSampler) and s.base_ref == str(tiny_model) and s.model_ref == str(first)
+        assert engine_pids, "the engine core runs in child processes"
+        tuned = contract.texts(s.generate(prompts, **kw))
+        assert tuned != base
+        merged = contract.texts(HFSampler(str(first), device="cpu", batch_size=64).generate(prompts, **kw))
+        assert sum(x == y for x, y in zip(tuned, merged)) >= 8  # HF merges the same adapter in
+
+        assert get_sampler("vllm", str(second), device="cpu") is s and s.model_ref == str(second)
+        other = contract.texts(s.generate(prompts, **kw))
+        assert other != tuned and other != base
+        assert get_sampler("vllm", str(tiny_model), device="cpu") is s  # the base itself: no adapter
+        assert contract.texts(s.generate(prompts, **kw)) == base
+        sampled = dict(n=2, temperature=1.0, max_new_tokens=30, stop=("\n",), seed=5)
+        assert contract.texts(s.generate(prompts, **sampled)) == contract.texts(sampler.generate(prompts, **sampled))
+    finally:
+        release_samplers()
+    assert s.llm is None and not _alive(engine_pids)
+    with pytest.raises(RuntimeError, match="after close"):
+        s.generate(prompts)
+
+
+def test_cpu_build_refuses_cuda(tiny_model: Path):
+    with pytest.raises(RuntimeError, match="model.device is 'cuda'"):
+        VLLMSampler(str(tiny_model), device="cuda")
