@@ -22,6 +22,8 @@ from models.sampling.hf import HFSampler  # noqa: E402
 from models.sampling.vllm import VLLMSampler  # noqa: E402
 
 pytestmark = pytest.mark.slow
+# vLLM's CPU build here, its CUDA build on a GPU machine; float32 on both so greedy output can match HF's.
+DEV = dict(device="auto", dtype="float32")
 
 
 def _children() -> set[int]:
@@ -41,14 +43,14 @@ def _alive(pids: set[int]) -> set[int]:
 
 @pytest.fixture(scope="module")
 def sampler(tiny_model: Path):
-    s = VLLMSampler(str(tiny_model), device="cpu", max_model_len=512)
+    s = VLLMSampler(str(tiny_model), max_model_len=512, **DEV)
     yield s
     s.close()
 
 
 @pytest.fixture(scope="module")
 def hf(tiny_model: Path) -> HFSampler:
-    return HFSampler(str(tiny_model), device="cpu", batch_size=64)
+    return HFSampler(str(tiny_model), batch_size=64, **DEV)
 
 
 @pytest.mark.parametrize("check", contract.ALL_CHECKS, ids=lambda f: f.__name__.removeprefix("check_"))
@@ -90,19 +92,19 @@ def test_lora_adapters_go_through_one_engine(tiny_model: Path, adapters, sampler
     base = contract.texts(sampler.generate(prompts, **kw))
     before = _children()
     try:
-        s = get_sampler("vllm", str(first), device="cpu")
+        s = get_sampler("vllm", str(first), **DEV)
         engine_pids = _children() - before
         assert isinstance(s, VLLMSampler) and s.base_ref == str(tiny_model) and s.model_ref == str(first)
         assert engine_pids, "the engine core runs in child processes"
         tuned = contract.texts(s.generate(prompts, **kw))
         assert tuned != base
-        merged = contract.texts(HFSampler(str(first), device="cpu", batch_size=64).generate(prompts, **kw))
+        merged = contract.texts(HFSampler(str(first), batch_size=64, **DEV).generate(prompts, **kw))
         assert sum(x == y for x, y in zip(tuned, merged)) >= 8  # HF merges the same adapter in
 
-        assert get_sampler("vllm", str(second), device="cpu") is s and s.model_ref == str(second)
+        assert get_sampler("vllm", str(second), **DEV) is s and s.model_ref == str(second)
         other = contract.texts(s.generate(prompts, **kw))
         assert other != tuned and other != base
-        assert get_sampler("vllm", str(tiny_model), device="cpu") is s  # the base itself: no adapter
+        assert get_sampler("vllm", str(tiny_model), **DEV) is s  # the base itself: no adapter
         assert contract.texts(s.generate(prompts, **kw)) == base
         sampled = dict(n=2, temperature=1.0, max_new_tokens=30, stop=("\n",), seed=5)
         assert contract.texts(s.generate(prompts, **sampled)) == contract.texts(sampler.generate(prompts, **sampled))
@@ -113,6 +115,25 @@ def test_lora_adapters_go_through_one_engine(tiny_model: Path, adapters, sampler
         s.generate(prompts)
 
 
-def test_cpu_build_refuses_cuda(tiny_model: Path):
-    with pytest.raises(RuntimeError, match="model.device is 'cuda'"):
-        VLLMSampler(str(tiny_model), device="cuda")
+def test_device_must_match_the_vllm_build(tiny_model: Path):
+    from vllm.platforms import current_platform
+
+    wrong = "cpu" if current_platform.is_cuda_alike() else "cuda"
+    with pytest.raises(RuntimeError, match=f"model.device is '{wrong}'"):
+        VLLMSampler(str(tiny_model), device=wrong)
+
+
+def test_close_gives_gpu_memory_back(tiny_model: Path):
+    """On a GPU (vLLM's CUDA build): the engine takes gpu_memory_utilization of the card; close() returns it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: on CPU, close() ends the engine processes (test_lora_adapters_go_through_one_engine)")
+    free_before, total = torch.cuda.mem_get_info()
+    s = VLLMSampler(str(tiny_model), device="cuda", gpu_memory_utilization=0.5)
+    s.generate(contract.arith_prompts(4), n=2, max_new_tokens=16)
+    free_loaded = torch.cuda.mem_get_info()[0]
+    s.close()
+    free_after = torch.cuda.mem_get_info()[0]
+    assert free_before - free_loaded > 0.25 * total  # the KV cache is there while it runs
+    assert free_before - free_after < 1 << 30  # and gone after close (less than 1 GiB left behind)
