@@ -70,10 +70,6 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, Any]] | pa.Table, table: 
     return write_parquet(path, to_arrow(rows, TABLES[table]))
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
-
-
 def sweep_temp_files(root: Path) -> list[Path]:
     """Delete temp files a killed writer left behind under `root`; returns what was removed."""
     removed = []
