@@ -239,6 +239,17 @@ class HarnessSpec:
     entry_point: str = ""
     arg: str = "candidate"
 
+    @functools.cached_property
+    def payload_json(self) -> str:
+        """The spec's part of the harness payload as JSON (built once per spec, not per program)."""
+        return json.dumps({"setup": list(self.setup), "steps": [{"src": s.src, "lhs": s.lhs} for s in self.steps],
+                           "entry_point": self.entry_point, "arg": self.arg})  # fmt: skip
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A hash of the spec, for verdict-cache keys."""
+        return hashlib.sha256(self.payload_json.encode()).hexdigest()
+
 
 def _is_real_assert(node: ast.AST) -> bool:
     """An assert that can fail (`assert True, "..."` in HumanEval's tests is not a test)."""
@@ -249,15 +260,29 @@ def _is_real_assert(node: ast.AST) -> bool:
 
 
 def _step(stmt: ast.stmt, source: str | None = None) -> Step:
+    """`source`: the statement's own text (then `stmt` was parsed from it alone), else it is unparsed."""
     src = source if source is not None else ast.unparse(stmt)
     lhs = ""
     if isinstance(stmt, ast.Assert) and isinstance(stmt.test, ast.Compare) and len(stmt.test.ops) == 1:
         if isinstance(stmt.test.ops[0], ast.Eq):
-            lhs = ast.unparse(stmt.test.left)
+            lhs = _segment(source, stmt.test.left) if source is not None else ast.unparse(stmt.test.left)
     return Step(src=src, test=_is_real_assert(stmt), lhs=lhs)
 
 
 def mbpp_spec(test_list: tuple[str, ...] | list[str], setup_code: str = "") -> HarnessSpec:
+    """One step per assert of an MBPP problem (cached: a problem is checked once per sample)."""
+    return _mbpp_spec_cached(tuple(test_list), setup_code)
+
+
+def _segment(source: str, node: ast.expr) -> str:
+    """The source text of `node` (parsed from `source`); a fast path for one-line sources."""
+    if node.lineno == node.end_lineno == 1 and node.end_col_offset is not None:
+        return source.encode()[node.col_offset : node.end_col_offset].decode()  # offsets are UTF-8 bytes
+    return ast.get_source_segment(source, node) or ast.unparse(node)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mbpp_spec_cached(test_list: tuple[str, ...], setup_code: str) -> HarnessSpec:
     steps = []
     for t in test_list:
         t = t.replace("\r\n", "\n").strip()
@@ -296,14 +321,8 @@ def harness_prelude() -> dict[str, str]:
 
 def harness_program(solution: str, spec: HarnessSpec, nonce: str, *, prelude: bool = False) -> str:
     """The program run in the sandbox. With `prelude`, the sandbox has `harness_prelude()` loaded."""
-    payload = {
-        "solution": solution,
-        "setup": list(spec.setup),
-        "steps": [{"src": s.src, "lhs": s.lhs} for s in spec.steps],
-        "entry_point": spec.entry_point,
-        "arg": spec.arg,
-    }
-    call = f"_h.run(_json.loads({json.dumps(payload)!r}), {nonce!r})\n"
+    payload = '{"solution": ' + json.dumps(solution) + ", " + spec.payload_json[1:]
+    call = f"_h.run(_json.loads({payload!r}), {nonce!r})\n"
     if prelude:
         return f"import json as _json\nimport {HARNESS_MODULE} as _h\n{call}"
     return f"import json as _json, types as _types\n_h = _types.ModuleType({HARNESS_MODULE!r})\nexec({_HARNESS!r}, _h.__dict__)\n{call}"
@@ -566,7 +585,7 @@ class _CodeDomain(BaseDomain):
         return [v if v is not None else Verdict.error("internal: no verdict") for v in verdicts]
 
     def _cache_key(self, problem_id: str, solution: str, spec: HarnessSpec) -> str:
-        blob = json.dumps([problem_id, solution, repr(spec), astuple(self.limits)], sort_keys=True)
+        blob = json.dumps([problem_id, solution, spec.digest, _limits_key(self.limits)])
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _cache_get(self, key: str) -> Verdict | None:
@@ -587,6 +606,11 @@ class _CodeDomain(BaseDomain):
         import datasets  # only when asked for a hub dataset
 
         return [dict(r) for r in datasets.load_dataset(str(self._source), self.hf_config, split=split)]
+
+
+@functools.lru_cache(maxsize=64)
+def _limits_key(limits: Limits) -> list:
+    return list(astuple(limits))
 
 
 # ----------------------------------------------------------------------------- MBPP
