@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast smoke-presets report-screenshot clean test-vllm
+.PHONY: setup demo test test-fast smoke-presets report-screenshot clean test-vllm serve
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the machine's local CPU wheel (a looser range would pull GBs of CUDA)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	@# bubblewrap gives the code sandbox its strongest isolation; without it the sandbox falls back to rlimits.
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) ; } || \
@@ -36,6 +36,10 @@ test-fast: setup
 
 smoke-presets: setup
 	$(BIN)/pidistill smoke
+
+# The Prefect UI: a server on 127.0.0.1:4200, every deployment of prefect.yaml, a worker (Ctrl-C stops all).
+serve: setup
+	$(BIN)/pidistill serve
 
 # Screenshot the latest run's report.html in headless Chromium (installs Debian's chromium if missing).
 report-screenshot: setup

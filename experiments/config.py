@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -234,6 +234,69 @@ class EvalConfig(_Frozen):
     max_new_tokens: int | None = Field(None, ge=1, description="Defaults to sampling.max_new_tokens.")
 
 
+_RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ScaleConfig(_Frozen):
+    """Where the sample and verify stages run: in this process, or as shards on a Ray cluster.
+
+    Only `shards` and `threads_per_shard` can change results (they are in the config hash); the
+    executor and the Ray settings say where shards run, not what they compute (left out of it)."""
+
+    RESULT_FIELDS: ClassVar[tuple[str, ...]] = ("shards", "threads_per_shard")
+
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="local: shards run one after another in this process; ray: each shard is a Prefect task run "
+        "on the Ray cluster at `ray_address` (prefect-ray's RayTaskRunner).",
+    )
+    shards: int = Field(
+        1, ge=1, le=4096,
+        description="Split each sample and verify stage into this many shards (contiguous, by problem). 1 with "
+        "executor=local: the unsharded stages. More shards draw other (equally valid) random numbers than one; "
+        "the same shards give the same completions wherever they run.",
+    )  # fmt: skip
+    threads_per_shard: int = Field(
+        1, ge=1, le=1024,
+        description="torch CPU threads of a shard, pinned both locally and on Ray so both compute the same numbers; "
+        "also the CPUs a shard reserves on Ray.",
+    )  # fmt: skip
+    gpus_per_shard: float = Field(0.0, ge=0, description="executor=ray: GPUs a shard reserves (Ray num_gpus).")
+    ray_address: str | None = Field(
+        None,
+        description="executor=ray: the cluster, '<head-ip>:6379' (from a cluster node) or 'ray://<head-ip>:10001' "
+        "(Ray Client). Empty or 'auto': $RAY_ADDRESS, else the cluster `ray start` made on this machine, else a "
+        "temporary single-machine Ray instance per round.",
+    )
+    forward_env: list[str] = Field(
+        default_factory=list,
+        description="executor=ray: more environment variables copied to every Ray worker (PIDISTILL_HOME, "
+        "PIDISTILL_MODEL_CACHE, HF_* and PREFECT_API_URL always are).",
+    )
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not _RAY_ADDRESS.match(v):
+            raise ValueError("expected 'auto', '<host>:<port>' or 'ray://<host>:<port>'")
+        return v
+
+    @field_validator("forward_env")
+    @classmethod
+    def _env_names(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not _ENV_NAME.match(n)]
+        if bad:
+            raise ValueError(f"not environment variable names: {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> "ScaleConfig":
+        if self.executor == "local" and self.gpus_per_shard:
+            raise ValueError("gpus_per_shard needs executor=ray (local shards use model.device)")
+        return self
+
+
 class ArmConfig(_Frozen):
     name: str = Field(description="Arm name (letters, digits, . _ -); stored in every row as `arm`.")
     set: dict[str, Any] = Field(
@@ -261,6 +324,9 @@ class ExperimentConfig(_Frozen):
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which attempts become SFT data.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="How the model is trained each round.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation after each round.")
+    scale: ScaleConfig = Field(
+        default_factory=ScaleConfig, description="Where sample and verify run: locally or as shards on Ray."
+    )
     rounds: int = Field(1, ge=1, le=100, description="Sample-verify-filter-train-evaluate rounds.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each arm runs each.")
     arms: list[ArmConfig] = Field(
@@ -315,7 +381,13 @@ class ExperimentConfig(_Frozen):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The config as stored with a run (and hashed). Of `scale`, only what changes results is kept,
+        and nothing at its defaults: a run resumes on another executor, and hashes predate the section."""
+        data = self.model_dump(mode="json")
+        scale = {k: v for k, v in data.pop("scale").items() if k in ScaleConfig.RESULT_FIELDS}
+        if scale != {k: ScaleConfig.model_fields[k].default for k in ScaleConfig.RESULT_FIELDS}:
+            data["scale"] = scale
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 # `--set model=X` / `--set domain=X` name the model / domain and keep the rest of the section.

@@ -2,12 +2,14 @@
 
     pidistill demo                                   # the micro-scale headline experiment on CPU
     pidistill run PRESET_OR_YAML [--run-id ID] [--set key=value ...] [--smoke]
+                                                     # an existing --run-id resumes that run
     pidistill smoke [PRESET ...]                     # presets at micro scale (all by default)
     pidistill list                                   # presets and what the original sprint measured
     pidistill sql "select arm, avg(passed::int) from attempts group by arm"
     pidistill report [RUN_ID ...]                    # report.md + report.html (default: the latest run)
     pidistill bootstrap-model                        # build the tiny local model now
     pidistill doctor                                 # what this machine can run (Lean, GPU, sandbox)
+    pidistill serve [--port N]                       # Prefect server + deployments + worker; prints the UI URL
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (config, query, arguments).
 """
@@ -31,21 +33,52 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("PREFECT_API_URL"):
+        _reap_orphaned_prefect_servers()
+        # Inherited by the ephemeral server Prefect starts for this process: lets a later
+        # pidistill find it if this process is killed before it can stop it.
+        os.environ["PIDISTILL_SERVER_OWNER"] = str(os.getpid())
+
+
+def _reap_orphaned_prefect_servers() -> list[int]:
+    """Stop ephemeral Prefect servers whose pidistill process died without stopping them (SIGKILL,
+    OOM): Prefect starts them as plain child processes, so they outlive a killed parent."""
+    import signal
+
+    reaped = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except OSError:  # gone, or not ours to read
+            continue
+        owner = env.get(b"PIDISTILL_SERVER_OWNER")
+        if not owner or env.get(b"PREFECT__SERVER_EPHEMERAL") != b"1" or not owner.isdigit():
+            continue
+        if os.path.exists(f"/proc/{int(owner)}") and int(owner) != int(entry):
+            continue  # its pidistill is alive
+        try:
+            os.kill(int(entry), signal.SIGTERM)
+            reaped.append(int(entry))
+        except OSError:
+            pass
+    return reaped
 
 
 def _run(config: ExperimentConfig, run_id: str | None) -> int:
     from analysis.report import build_report, format_table
     from flows.experiment import experiment_flow
-    from tasks.runs import new_run_id, preflight
+    from storage.writer import home_dir
+    from tasks.runs import check_resumable, new_run_id, preflight
 
     preflight(config)  # before anything is written
     run_id = run_id or new_run_id(config.name)
-    from storage.writer import home_dir
-
-    if (home_dir() / run_id).exists():
-        raise ConfigError(f"--run-id {run_id}: a run with this id exists under {home_dir()}")
+    previous = check_resumable(config, run_id)  # an existing run id resumes that run (same config only)
     started = time.time()
-    print(f"run {run_id}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} rounds "
+    what = f"resuming run {run_id} (was {previous['status']})" if previous else f"run {run_id}"
+    print(f"{what}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} rounds "
           f"on {config.domain.name}; outputs in {home_dir() / run_id}", flush=True)
     experiment_flow(config, run_id=run_id)
     print(f"\n{config.name} ({run_id}) finished in {time.time() - started:.0f} s\n")
@@ -185,6 +218,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The UI path: a Prefect server (PREFECT_API_URL's, or one started here), the work pool, every
+    deployment of prefect.yaml, and a worker in the foreground until Ctrl-C (see flows/serve.py)."""
+    from flows.serve import ServeError, serve
+
+    if args.limit < 1:
+        print("pidistill serve: --limit must be at least 1", file=sys.stderr)
+        return 2
+    if args.port is not None and not 0 <= args.port <= 65535:
+        print(f"pidistill serve: --port {args.port} is not a port (0-65535; 0 = any free one)", file=sys.stderr)
+        return 2
+    try:
+        return serve(host=args.host, port=args.port if args.port is not None else 4200, worker=not args.no_worker,
+                     deploy_names=args.deployments or None, skip_deploy=args.no_deploy, limit=args.limit)
+    except ServeError as exc:
+        print(f"pidistill serve: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pidistill", description="LLM self-improvement loops, every attempt queryable.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -192,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=1e-4 (repeatable; value is YAML)")
-        sp.add_argument("--run-id", default=None, help="run id (default: <preset>-<utc time>-<rand>)")
+        sp.add_argument("--run-id", default=None, help="run id (default: <preset>-<utc time>-<rand>); the id of an existing run "
+                             "resumes it: completed stages are skipped")
 
     sp = sub.add_parser("run", help="run a preset or YAML config")
     sp.add_argument("config", help="preset name (see `pidistill list`) or path to a YAML file")
@@ -229,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("config", nargs="?", default="demo", help="preset or YAML whose model.tiny recipe to build")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sp.set_defaults(fn=cmd_bootstrap)
+
+    sp = sub.add_parser("serve", help="Prefect UI: start (or use PREFECT_API_URL's) server, deploy prefect.yaml, run a worker")
+    sp.add_argument("--host", default="127.0.0.1", help="address of the server started here (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=None, help="port of the server started here (default 4200; 0 = any free)")
+    sp.add_argument("--no-worker", action="store_true", help="do not run a worker (runs wait for one started elsewhere)")
+    sp.add_argument("--no-deploy", action="store_true", help="keep the deployments as they are on the server")
+    sp.add_argument("--deployments", nargs="+", metavar="NAME", help="deploy only these (default: all of prefect.yaml)")
+    sp.add_argument("--limit", type=int, default=1, help="most flow runs the worker runs at once (default 1)")
+    sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("doctor", help="report what this machine can run (GPU, sandbox, Lean)")
     sp.add_argument("--live", action="store_true", help="also start a Lean REPL and check a one-line theorem")

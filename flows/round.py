@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from experiments.config import ExperimentConfig
+from flows.scale import sample_and_verify, sharded
 from storage.writer import home_dir
-from tasks.common import RoundKey
+from tasks.common import RoundKey, resumable
 from tasks.curriculum import select_problems
 from tasks.evaluate import evaluate
 from tasks.filter import filter_attempts
@@ -28,21 +29,30 @@ def round_flow(
     key = RoundKey(run_id, arm, seed, round, str(home_dir()))
     problems = {p.problem_id: p for p in select_problems(cfg, key)}
 
-    attempts = verify(cfg, key, problems, sample(cfg, key, model_ref, first_requests(cfg, list(problems.values()))))
+    def stage(name, fn, *args):  # noqa: ANN001, ANN202 - run once per run/arm/seed/round/stage, see resumable()
+        return resumable(key, name, lambda: fn(*args))
+
+    def sampled_and_verified(level: int, sampling_model: str, requests) -> list[dict]:  # noqa: ANN001
+        if sharded(cfg):  # shards, each its own task run, here or on Ray (flows.scale)
+            return sample_and_verify(cfg, key, problems, level, sampling_model, requests)
+        return verify(cfg, key, problems, stage(f"sample-{level}", sample, cfg, key, sampling_model, requests))
+
+    attempts = stage("verify-0", sampled_and_verified, 0, model_ref, first_requests(cfg, list(problems.values())))
     latest = attempts
     for k in range(1, cfg.retry.max_retries + 1):
         failures = failed(cfg, latest)
         if not failures:
             break
         retry_model = retry_ref or model_ref
-        notes = diagnose(cfg, key, retry_model, problems, failures, k) if _diagnoses(cfg) else None
+        notes = stage(f"diagnose-{k}", diagnose, cfg, key, retry_model, problems, failures, k) if _diagnoses(cfg) else None
         requests = follow_ups(cfg, seed, round, problems, failures, k, notes)
-        latest = verify(cfg, key, problems, sample(cfg, key, retry_model, requests))
+        latest = stage(f"verify-{k}", sampled_and_verified, k, retry_model, requests)
         attempts = attempts + latest
 
-    examples = filter_attempts(cfg, key, problems, attempts)
-    new_ref = train(cfg, key, model_ref if cfg.train.init == "previous" else base_ref, examples, list(problems.values()))
-    score = evaluate(cfg, [key], new_ref)
+    examples = stage("filter", filter_attempts, cfg, key, problems, attempts)
+    start_ref = model_ref if cfg.train.init == "previous" else base_ref
+    new_ref = stage("train", train, cfg, key, start_ref, examples, list(problems.values()))
+    score = stage("evaluate", evaluate, cfg, [key], new_ref)
 
     retried = sum(a["attempt_idx"] > 0 for a in attempts)
     log.info(f"[{arm} seed={seed} round={round}] {len(attempts)} attempts ({retried} follow-ups), "

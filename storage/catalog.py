@@ -31,7 +31,7 @@ from storage.writer import TMP_MARK, home_dir, write_parquet
 
 CATALOG_NAME = "catalog.duckdb"
 # Bump when the set of views or their SQL changes: old catalogs are rebuilt.
-CATALOG_VERSION = 3
+CATALOG_VERSION = 4
 
 
 def _schema_file(home: Path, table: str) -> Path:
@@ -54,7 +54,7 @@ def view_sql(home: Path) -> list[str]:
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
             "union_by_name = true, hive_partitioning = false)"
         )
-    stmts += [COMPUTE_VIEW, SUMMARY_VIEW]
+    stmts += [COMPUTE_VIEW, SUMMARY_VIEW, NIGHTLY_VIEW]
     return stmts
 
 
@@ -83,6 +83,42 @@ WITH per_seed AS (
 )
 SELECT r.experiment, a.*, r.config_hash, r.code_version, r.data_hash, r.status
 FROM arms a LEFT JOIN runs r USING (run_id)
+"""
+
+
+# One row per nightly run x preset x arm: this night's Δpp vs base next to the previous night's, for
+# the same experiment, config hash and arm (so a smoke-scale night is only compared with smoke-scale
+# nights, and a changed preset starts a new series). The change is flagged when it lies outside the 95 %
+# interval of a difference of two independent estimates, ± sqrt(h_now² + h_prev²) with h each night's
+# interval half-width. Nights share seeds and problems, so a paired test would be tighter: this rule is
+# conservative (fewer false alarms). A night whose arm has no earlier night is 'no-baseline'.
+NIGHTLY_VIEW = """
+CREATE VIEW nightly AS
+WITH n AS (
+    SELECT e.*, r.code_version,
+           lag(e.nightly_id) OVER w AS prev_nightly_id,
+           lag(e.run_id) OVER w AS prev_run_id,
+           lag(e.delta_pp) OVER w AS prev_delta_pp,
+           lag(e.ci_low_pp) OVER w AS prev_ci_low_pp,
+           lag(e.ci_high_pp) OVER w AS prev_ci_high_pp,
+           lag(r.code_version) OVER w AS prev_code_version
+    FROM nightly_arms e LEFT JOIN runs r USING (run_id)
+    WINDOW w AS (PARTITION BY e.experiment, e.config_hash, e.arm ORDER BY e.nightly_started_at, e.nightly_id)
+), c AS (
+    SELECT *, delta_pp - prev_delta_pp AS change_pp,
+           sqrt(pow((ci_high_pp - ci_low_pp) / 2, 2) + pow((prev_ci_high_pp - prev_ci_low_pp) / 2, 2)) AS change_ci_pp
+    FROM n
+)
+SELECT nightly_id, nightly_started_at, preset, arm, smoke,
+       delta_pp, ci_low_pp, ci_high_pp, prev_delta_pp, change_pp, change_ci_pp,
+       CASE WHEN prev_delta_pp IS NULL THEN 'no-baseline'
+            WHEN change_pp < -change_ci_pp THEN 'regression'
+            WHEN change_pp > change_ci_pp THEN 'improvement'
+            ELSE 'within-ci' END AS verdict,
+       coalesce(change_pp < -change_ci_pp, false) AS regression,
+       run_id, prev_nightly_id, prev_run_id, code_version, prev_code_version,
+       experiment, config_hash, seeds, rounds, problems, base_pass1, final_pass1, p_value
+FROM c
 """
 
 

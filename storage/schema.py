@@ -115,6 +115,35 @@ STAGES = pa.schema(
         ("seconds", pa.float64()),  # wall clock
         ("cpu_seconds", pa.float64()),  # this process's CPU time (sandbox/REPL workers not included)
         ("started_at", _TS),
+        ("shard", pa.int32()),  # which shard of a sharded sample/verify stage (scale.shards); null: unsharded
+        ("worker", pa.string()),  # host:pid that ran it, "ray:<node id>:host:pid" in a Ray worker
+    ]
+)
+
+# One row per nightly run x preset x arm, written by flows/nightly.py after each preset's run: the arm's
+# Δpp vs base with its 95 % paired-bootstrap interval (analysis.report's numbers, in percentage points), so
+# the `nightly` view can compare nights in SQL. Nightly runs are otherwise ordinary runs whose run_id is
+# `<nightly_id>-<preset>` with nightly_id = `nightly-<UTC yyyymmdd-HHMMSS>-<hex>`.
+NIGHTLY_ARMS = pa.schema(
+    [
+        ("nightly_id", pa.string()),  # one nightly flow run (all its presets share it)
+        ("nightly_started_at", _TS),  # when that nightly flow run started; orders nights
+        ("preset", pa.string()),
+        ("smoke", pa.bool_()),  # the preset ran at micro scale (--smoke)
+        ("run_id", pa.string()),  # the preset's experiment run
+        ("experiment", pa.string()),
+        ("config_hash", pa.string()),  # nights compare only runs with the same experiment and config hash
+        ("arm", pa.string()),
+        ("seeds", pa.int32()),
+        ("rounds", pa.int32()),
+        ("problems", pa.int32()),
+        ("base_pass1", pa.float64()),
+        ("final_pass1", pa.float64()),
+        ("delta_pp", pa.float64()),  # last round minus base, percentage points
+        ("ci_low_pp", pa.float64()),  # its 95 % interval
+        ("ci_high_pp", pa.float64()),
+        ("p_value", pa.float64()),
+        ("created_at", _TS),
     ]
 )
 
@@ -126,4 +155,5 @@ TABLES: dict[str, pa.Schema] = {
     "trainings": TRAININGS,
     "evaluations": EVALUATIONS,
     "stages": STAGES,
+    "nightly_arms": NIGHTLY_ARMS,
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,17 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, Any]] | pa.Table, table: 
 
 
 def sweep_temp_files(root: Path) -> list[Path]:
-    """Delete temp files a killed writer left behind under `root`; returns what was removed."""
+    """Delete what a killed writer left behind under `root`: temp files (`<name>.tmp-<pid>-<rand>`)
+    and temp folders (a checkpoint being saved, `<name>.tmp-<pid>`); returns what was removed.
+    Only for a run no live process is writing (see `tasks.runs.run_lock`)."""
     removed = []
     if root.exists():
-        for p in root.rglob(f"*{TMP_MARK}*"):
-            if p.is_file():
+        for p in sorted(root.rglob(f"*{TMP_MARK}*"), key=lambda p: len(p.parts)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists() or p.is_symlink():
                 p.unlink(missing_ok=True)
-                removed.append(p)
+            else:
+                continue  # inside a temp folder removed above
+            removed.append(p)
     return removed

@@ -19,7 +19,9 @@ from prefect.cache_policies import NO_CACHE
 
 from experiments.config import ExperimentConfig
 from storage.writer import write_rows
-from tasks.common import RoundKey, attempt_id, count_tokens, derive_seed, domain_of, eval_problems, metered
+from tasks.common import (
+    RoundKey, attempt_id, count_tokens, derive_seed, domain_of, eval_problems, metered, retry_on_infrastructure,
+)
 from tasks.sample import draw, first_requests, make_sampler
 from tasks.verify import verify_rows
 
@@ -46,7 +48,8 @@ def evaluation_rows(key: RoundKey, rows: list[dict]) -> list[dict]:
     ]
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="evaluate", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure,
+      cache_policy=NO_CACHE)
 def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> float:
     """Evaluate `model_ref`, write its rows under every key; returns pass@1."""
     problems = eval_problems(cfg)

@@ -22,7 +22,7 @@ from domains import PrivilegedInfo, Problem
 from domains.base import pi_section
 from experiments.config import ExperimentConfig
 from storage.writer import write_rows
-from tasks.common import RoundKey, domain_of
+from tasks.common import RoundKey, domain_of, metered
 
 _VERDICT_REASON = {"fail": "failed", "timeout": "timeout", "error": "verifier_error"}
 
@@ -105,9 +105,11 @@ def assert_no_pi(examples: list[dict], rows: list[dict]) -> None:
 @task(name="filter", cache_policy=NO_CACHE)
 def filter_attempts(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
     """Decide, check for PI leaks, write the round's attempts and SFT examples; returns the examples."""
-    rows = decide(cfg, rows)
-    examples = sft_examples(cfg, key, problems, rows)
-    assert_no_pi(examples, rows)
-    write_rows(key.path("attempts", "train"), rows, "attempts")
-    write_rows(key.path("sft_examples", "filter"), examples, "sft_examples")
+    with metered(key, "filter") as m:
+        rows = decide(cfg, rows)
+        examples = sft_examples(cfg, key, problems, rows)
+        assert_no_pi(examples, rows)
+        write_rows(key.path("attempts", "train"), rows, "attempts")
+        write_rows(key.path("sft_examples", "filter"), examples, "sft_examples")
+        m["n_items"] = len(rows)
     return examples

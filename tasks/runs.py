@@ -1,14 +1,21 @@
-"""Run bookkeeping: checks before anything is written, the `runs` row, the model a run starts from.
+"""Run bookkeeping: checks before anything is written, the `runs` row, the model a run starts from,
+and the lock that lets one process at a time write (or resume) a run.
 
     >>> preflight(cfg)               # raises PreflightError naming the field, writes nothing
     >>> rid = new_run_id("demo")     # 'demo-20261126-104512-3f2a'
+    >>> check_resumable(cfg, rid)    # None for a new run id, else the existing run's row
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import json
+import os
 import secrets
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +26,7 @@ from domains import DomainError
 from domains.base import stable_hash
 from experiments.config import ConfigError, ExperimentConfig, ModelConfig
 from storage.writer import home_dir, write_rows
-from tasks.common import domain_of, now
+from tasks.common import domain_of, now, retry_on_infrastructure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +106,67 @@ def data_hash(config: ExperimentConfig) -> str:
     return stable_hash(sorted({domain_of(config.for_arm(a.name)).data_hash() for a in config.arms}))
 
 
+class RunInUse(ConfigError):
+    """Another live process is writing this run."""
+
+
+def run_row(run_id: str) -> dict | None:
+    """The stored `runs` row of `run_id`, or None when there is none (yet)."""
+    import pyarrow.parquet as pq
+
+    path = home_dir() / run_id / "runs" / "run.parquet"
+    if not path.exists():
+        return None
+    rows = pq.read_table(path).to_pylist()
+    return rows[0] if rows else None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resumable(config: ExperimentConfig, run_id: str) -> dict | None:
+    """None for a new run id; for an existing run, its row, after checking that `config` is the
+    one it was started with (a different config under the same id would mix two experiments)."""
+    row = run_row(run_id)
+    if row is None:
+        return None
+    if row["config_hash"] != config.config_hash():
+        old, new = _flat(json.loads(row["config_json"])), _flat(json.loads(config.canonical_json()))
+        diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+        raise ConfigError(f"--run-id {run_id}: that run was started with another config ({shown}"
+                          f"{', ...' if len(diff) > 5 else ''}); resume it with the same config, or use a new run id")  # fmt: skip
+    return row
+
+
+@contextmanager
+def run_lock(run_id: str) -> Iterator[None]:
+    """Hold the run's lock while writing it. The OS drops the lock when the holder dies (even by
+    SIGKILL), so a crashed run can be resumed at once, while a live one cannot be joined."""
+    folder = home_dir() / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunInUse(f"run {run_id} is being written by another process (pid {holder}); "
+                           "wait for it, or stop it and resume") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_run(config: ExperimentConfig, run_id: str, status: str, started_at: datetime, error: str | None = None) -> None:
     """(Re)write the run's row; `os.replace` makes each write whole."""
     row = {
@@ -123,7 +191,8 @@ def retry_model_config(cfg: ExperimentConfig) -> ModelConfig | None:
     return cfg.model.model_copy(update={"name_or_path": cfg.retry.model})
 
 
-@task(name="resolve-model", retries=1, cache_policy=NO_CACHE)
+@task(name="resolve-model", retries=1, retry_condition_fn=retry_on_infrastructure,
+      cache_policy=NO_CACHE)
 def resolve_model(model: ModelConfig) -> str:
     """A loadable model reference: the built tiny model's folder, or the HF id / path as given."""
     if model.name_or_path == "tiny":

@@ -13,6 +13,7 @@ First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from prefect import task
@@ -21,7 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from domains import PrivilegedInfo, Problem
 from experiments.config import ExperimentConfig
 from models.sampling import Sampler, get_sampler
-from tasks.common import RoundKey, attempt_id, count_tokens, derive_seed, domain_of, metered, now
+from tasks.common import (
+    RoundKey, attempt_id, count_tokens, derive_seed, domain_of, fault_point, metered, now,
+    retry_on_infrastructure,
+)
+from tasks.shards import torch_threads
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ def draw(
         stop=stop,
         seed=seed,
     )
+    fault_point("sample")  # crash tests: killed mid-stage, after sampling, before anything is saved
     rows, created = [], now()
     for req, completions in zip(requests, outs):
         for s, c in enumerate(completions):
@@ -101,19 +107,24 @@ def draw(
     return rows
 
 
-@task(name="sample", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def sample(cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[SampleRequest]) -> list[dict]:
-    """Training-phase sampling of one retry level (all requests share an attempt_idx)."""
+@task(name="sample", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure,
+      cache_policy=NO_CACHE)
+def sample(cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[SampleRequest],
+           shard: int | None = None) -> list[dict]:  # fmt: skip
+    """Training-phase sampling of one retry level (all requests share an attempt_idx), or of
+    one shard of it (`shard`, see flows.scale: its own seed, stage row and torch thread count)."""
     levels = {r.attempt_idx for r in requests}
     if len(levels) != 1:
         raise ValueError(f"sample: one retry level per call, got attempt_idx {sorted(levels)}")
     (level,) = levels
-    with metered(key, "sample", level, model_ref) as m:
+    of_shard = ("shard", shard) if shard is not None and cfg.scale.shards > 1 else ()  # one shard: the stage's seed
+    pinned = torch_threads(cfg.scale.threads_per_shard) if shard is not None else nullcontext()
+    with metered(key, "sample", level, model_ref, shard) as m, pinned:
         rows = draw(
             make_sampler(cfg, model_ref), key, requests, phase="train",
             # The seed leaves out run_id and arm: same config + seed => same completions,
             # and arms that share a model at a round share random numbers (a paired design).
-            seed=derive_seed(key.seed, key.round, "train", level),
+            seed=derive_seed(key.seed, key.round, "train", level, *of_shard),
             n=cfg.sampling.n if level == 0 else 1,
             temperature=temperature_for(cfg, key.round, level),
             top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, stop=domain_of(cfg).stop,
@@ -122,7 +133,8 @@ def sample(cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[
     return rows
 
 
-@task(name="diagnose", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="diagnose", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure,
+      cache_policy=NO_CACHE)
 def diagnose(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: dict[str, Problem],
              failures: list[dict], attempt_idx: int) -> dict[str, str]:
     """self_diagnosis: the model explains each failed attempt; returns {failed attempt_id: diagnosis}.

@@ -17,14 +17,17 @@ from prefect.cache_policies import NO_CACHE
 from domains import Problem
 from experiments.config import ExperimentConfig
 from storage.writer import write_rows
-from tasks.common import RoundKey, attempt_id, derive_seed, domain_of, now
+from tasks.common import (
+    RoundKey, attempt_id, derive_seed, domain_of, fault_point, metered, now, retry_on_infrastructure,
+)
 
 
 def checkpoint_dir(key: RoundKey) -> Path:
     return Path(key.home) / key.run_id / "checkpoints" / f"arm={key.arm}" / f"seed={key.seed}" / f"round={key.round}"
 
 
-@task(name="train", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure,
+      cache_policy=NO_CACHE)
 def train(cfg: ExperimentConfig, key: RoundKey, model_ref: str, examples: list[dict], problems: list[Problem]) -> str:
     """Returns the model the next stage uses (a new checkpoint, or `model_ref` when nothing trained)."""
     from models.sampling import release_samplers
@@ -32,21 +35,38 @@ def train(cfg: ExperimentConfig, key: RoundKey, model_ref: str, examples: list[d
     t = cfg.train
     row = {**key.columns(), "method": t.method, "init_model_ref": model_ref, "n_examples": len(examples),
            "steps": 0, "lr": t.lr, "final_loss": None, "checkpoint": model_ref, "seconds": 0.0}
-    result = None
-    if t.method == "sft" and len(examples) >= max(1, t.min_examples):
-        from models.training.sft import train_sft
+    with metered(key, "train", 0, model_ref) as m:
+        result = None
+        if t.method == "sft" and len(examples) >= max(1, t.min_examples):
+            from models.training.sft import train_sft
 
-        release_samplers()  # free the sampler's (GPU) memory before training
-        result = train_sft(model_ref, examples, t, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "train"),
-                           device=cfg.model.device, dtype=cfg.model.dtype)
-    elif t.method == "opsd":
-        release_samplers()
-        result = _opsd(cfg, key, model_ref, problems)
-    if result is not None:
-        row.update(n_examples=result.n_examples, steps=result.steps, final_loss=result.final_loss,
-                   checkpoint=result.checkpoint, seconds=result.seconds)
-    write_rows(key.path("trainings", "train"), [row], "trainings")
+            release_samplers()  # free the sampler's (GPU) memory before training
+            result = train_sft(model_ref, examples, t, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "train"),
+                               device=cfg.model.device, dtype=cfg.model.dtype, callbacks=_fault_callbacks())  # fmt: skip
+        elif t.method == "opsd":
+            release_samplers()
+            result = _opsd(cfg, key, model_ref, problems)
+        if result is not None:
+            row.update(n_examples=result.n_examples, steps=result.steps, final_loss=result.final_loss,
+                       checkpoint=result.checkpoint, seconds=result.seconds)
+        write_rows(key.path("trainings", "train"), [row], "trainings")
+        m["n_items"] = row["n_examples"]
     return row["checkpoint"]
+
+
+def _fault_callbacks() -> list:
+    """Crash tests (PIDISTILL_FAULT_KILL_AT=train): die after a training step, mid-checkpoint."""
+    import os
+
+    if "train" not in os.environ.get("PIDISTILL_FAULT_KILL_AT", ""):
+        return []
+    from transformers import TrainerCallback
+
+    class _Fault(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            fault_point("train")
+
+    return [_Fault()]
 
 
 def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[Problem]):

@@ -21,8 +21,9 @@ class VerifierErrorRate(RuntimeError):
     """Too many verifier errors in one stage."""
 
 
-def verify_rows(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[dict], counters: dict | None = None) -> list[dict]:
-    """Rows with verdict columns filled; raises VerifierErrorRate past the threshold."""
+def verify_rows(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[dict], counters: dict | None = None,
+                check: bool = True) -> list[dict]:  # fmt: skip
+    """Rows with verdict columns filled; raises VerifierErrorRate past the threshold (unless not `check`)."""
     domain = domain_of(cfg)
     unique: dict[tuple[str, str], int] = {}
     for row in rows:
@@ -36,11 +37,12 @@ def verify_rows(cfg: ExperimentConfig, problems: dict[str, Problem], rows: list[
     for row in rows:
         v = verdicts[unique[(row["problem_id"], row["completion"])]]
         out.append({**row, "status": v.status, "passed": v.passed, "score": v.score, "feedback": v.feedback})
-    _check_error_rate(cfg, out)
+    if check:
+        check_error_rate(cfg, out)
     return out
 
 
-def _check_error_rate(cfg: ExperimentConfig, rows: list[dict]) -> None:
+def check_error_rate(cfg: ExperimentConfig, rows: list[dict]) -> None:
     errors = [r for r in rows if r["status"] == "error"]
     if rows and len(errors) / len(rows) > cfg.verify.max_error_rate:
         raise VerifierErrorRate(
@@ -50,7 +52,9 @@ def _check_error_rate(cfg: ExperimentConfig, rows: list[dict]) -> None:
 
 
 @task(name="verify", retries=0, cache_policy=NO_CACHE)
-def verify(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
+def verify(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], rows: list[dict],
+           shard: int | None = None) -> list[dict]:  # fmt: skip
     level = rows[0]["attempt_idx"] if rows else 0
-    with metered(key, "verify", level) as m:
-        return verify_rows(cfg, problems, rows, m)
+    with metered(key, "verify", level, shard=shard) as m:
+        # A shard's error rate is checked with the whole stage's (flows.scale), as if unsharded.
+        return verify_rows(cfg, problems, rows, m, check=shard is None)

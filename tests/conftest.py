@@ -50,3 +50,47 @@ def data_dir() -> Path:
     if not DATA.exists():
         pytest.fail(f"shared data not found at {DATA} (tests need ../shared/data next to the repo)")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """A real Prefect server on loopback for the session (`prefect server start`); yields its API URL.
+
+    Subprocesses given PREFECT_API_URL report to it instead of each starting an ephemeral
+    server (which a SIGKILLed process would leave running)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    prefect = Path(sys.executable).with_name("prefect")
+    log = open(_SESSION / f"prefect-server-{port}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start: {(_SESSION / f'prefect-server-{port}.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

@@ -145,3 +145,36 @@ def test_lean_config_validates_but_fails_fast_without_lean(monkeypatch, capsys, 
     assert main(["run", "demo", "--set", "domain=minif2f"]) == 2
     assert "Lean not found, see pidistill doctor" in capsys.readouterr().err
     assert not pidistill_home.exists() or not any(pidistill_home.iterdir())
+
+
+def test_prefect_yaml_is_generated_from_the_presets():
+    """prefect.yaml == `python -m flows.deployments` output: rerun it with --write after changing a preset."""
+    from flows.deployments import PREFECT_YAML, render
+
+    assert PREFECT_YAML.read_text() == render(), "prefect.yaml is stale: run `python -m flows.deployments --write`"
+
+
+def test_every_deployment_validates_to_its_preset_with_the_same_config_hash():
+    """A run from the UI's unedited form is the preset's run: same config, same hash (nightly and reports
+    compare by it); the smoke variants equal `--smoke` with their `--set`s."""
+    import yaml
+
+    from flows.deployments import NIGHTLY_PRESETS, SMOKE_PRESETS
+
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert set(by_name) == set(preset_names()) | {f"smoke-{p}" for p in SMOKE_PRESETS} | {"nightly"}
+    for name, dep in by_name.items():
+        assert dep["work_pool"] == {"name": "pidistill"}, name
+        if name == "nightly":
+            continue
+        assert dep["entrypoint"] == "flows/experiment.py:experiment_flow"
+        preset = name.removeprefix("smoke-")
+        smoke = name.startswith("smoke-")
+        expected = load_config(preset, SMOKE_PRESETS[preset] if smoke else [], smoke_scale=smoke)
+        assert ExperimentConfig.model_validate(dep["parameters"]["config"]).config_hash() == expected.config_hash(), name
+    nightly = by_name["nightly"]
+    assert nightly["entrypoint"] == "flows/nightly.py:nightly_flow"
+    assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
+    assert nightly["parameters"]["presets"] == NIGHTLY_PRESETS and set(NIGHTLY_PRESETS) <= set(preset_names())
+    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PIDISTILL_REPO }}"}}]

@@ -83,8 +83,10 @@ def train_sft(
     seed: int,
     device: str = "auto",
     dtype: str = "auto",
+    callbacks: list | None = None,
 ) -> TrainResult:
-    """Fine-tune `model_ref` on prompt/completion `examples`; save the result at `checkpoint`."""
+    """Fine-tune `model_ref` on prompt/completion `examples`; save the result at `checkpoint`.
+    `callbacks`: extra `transformers.TrainerCallback`s (e.g. progress or fault injection)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -103,6 +105,7 @@ def train_sft(
         train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
         processing_class=tokenizer,
         peft_config=lora_config(cfg) if cfg.peft == "lora" else None,
+        callbacks=callbacks,
     )
     from transformers import PrinterCallback
 
