@@ -1,8 +1,14 @@
-"""One round: sample -> verify (-> retry: sample -> verify, K times) -> filter -> train -> evaluate. Wiring only."""
+"""One round: sample -> verify (-> retry: sample -> verify, K times) -> filter -> train -> evaluate. Wiring only.
+
+Collections of rows, requests and problems go to tasks wrapped in `quote()`: Prefect otherwise
+walks every element of a task's parameters looking for upstream futures, which cost more than the
+stages themselves on a small round (benchmarks/orchestration_overhead.py: 17 % of a demo round).
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from experiments.config import ExperimentConfig
 from flows.scale import sample_and_verify, sharded
@@ -35,7 +41,8 @@ def round_flow(
     def sampled_and_verified(level: int, sampling_model: str, requests) -> list[dict]:  # noqa: ANN001
         if sharded(cfg):  # shards, each its own task run, here or on Ray (flows.scale)
             return sample_and_verify(cfg, key, problems, level, sampling_model, requests)
-        return verify(cfg, key, problems, stage(f"sample-{level}", sample, cfg, key, sampling_model, requests))
+        rows = stage(f"sample-{level}", sample, cfg, key, sampling_model, quote(requests))
+        return verify(cfg, key, quote(problems), quote(rows))
 
     attempts = stage("verify-0", sampled_and_verified, 0, model_ref, first_requests(cfg, list(problems.values())))
     latest = attempts
@@ -44,14 +51,15 @@ def round_flow(
         if not failures:
             break
         retry_model = retry_ref or model_ref
-        notes = stage(f"diagnose-{k}", diagnose, cfg, key, retry_model, problems, failures, k) if _diagnoses(cfg) else None
+        notes = (stage(f"diagnose-{k}", diagnose, cfg, key, retry_model, quote(problems), quote(failures), k)
+                 if _diagnoses(cfg) else None)  # fmt: skip
         requests = follow_ups(cfg, seed, round, problems, failures, k, notes)
         latest = stage(f"verify-{k}", sampled_and_verified, k, retry_model, requests)
         attempts = attempts + latest
 
-    examples = stage("filter", filter_attempts, cfg, key, problems, attempts)
+    examples = stage("filter", filter_attempts, cfg, key, quote(problems), quote(attempts))
     start_ref = model_ref if cfg.train.init == "previous" else base_ref
-    new_ref = stage("train", train, cfg, key, start_ref, examples, list(problems.values()))
+    new_ref = stage("train", train, cfg, key, start_ref, quote(examples), quote(list(problems.values())))
     score = stage("evaluate", evaluate, cfg, [key], new_ref)
 
     retried = sum(a["attempt_idx"] > 0 for a in attempts)

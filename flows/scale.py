@@ -26,6 +26,7 @@ from typing import Any
 
 from prefect import Flow
 from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
 
 from domains import Problem
 from experiments.config import ExperimentConfig
@@ -62,8 +63,9 @@ def sample_and_verify(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, 
         for s, (part, (sample_name, verify_name)) in enumerate(zip(parts, names)):
 
             def one_shard() -> list[dict]:  # called at once, in this iteration
-                rows = resumable(key, sample_name, lambda: named(sample, sample_name)(cfg, key, model_ref, part, shard=s))
-                return named(verify, verify_name)(cfg, key, problems_of(part), rows, shard=s)
+                rows = resumable(key, sample_name,
+                                 lambda: named(sample, sample_name)(cfg, key, model_ref, quote(part), shard=s))
+                return named(verify, verify_name)(cfg, key, quote(problems_of(part)), quote(rows), shard=s)
 
             out += resumable(key, verify_name, one_shard)
     else:
@@ -77,7 +79,9 @@ def sample_and_verify(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, 
                 rows = (resumable(key, sample_name, _not_reached) if checkpoint_path(key, sample_name).exists()
                         else named(sample, sample_name).submit(cfg, key, model_ref, part, shard=s))  # fmt: skip
                 # A future as an argument: Ray hands the rows from worker to worker, verify waits for them.
-                futures[s] = (rows, named(verify, verify_name).submit(cfg, key, problems_of(part), rows, shard=s))
+                # (No quote() here: prefect-ray passes a quoted argument to the task still wrapped.)
+                verified = named(verify, verify_name).submit(cfg, key, problems_of(part), rows, shard=s)
+                futures[s] = (rows, verified)
         for s, (sample_name, verify_name) in enumerate(names):  # gather in shard order, checkpoint each
             rows, verified = futures.get(s, (None, None))
             if isinstance(rows, PrefectFuture):

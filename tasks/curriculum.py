@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from domains import Problem
 from experiments.config import ExperimentConfig
 from storage.catalog import query
-from tasks.common import RoundKey, derive_seed, domain_of
+from tasks.common import RoundKey, derive_seed, domain_of, metered
 
 HISTORY_SQL = """
 SELECT problem_id, avg(passed::INT) AS rate, count(*) AS n
@@ -55,7 +55,11 @@ def dynamic_problems(cfg: ExperimentConfig, key: RoundKey, history: dict[str, fl
 
 @task(name="select-problems", cache_policy=NO_CACHE)
 def select_problems(cfg: ExperimentConfig, key: RoundKey) -> list[Problem]:
-    if cfg.curriculum.mode == "static" or key.round == 1:
-        return static_problems(cfg, key.seed)
-    df = query(HISTORY_SQL, params={**key.columns()})
-    return dynamic_problems(cfg, key, dict(zip(df.problem_id, df.rate)))
+    with metered(key, "select-problems") as m:
+        if cfg.curriculum.mode == "static" or key.round == 1:
+            chosen = static_problems(cfg, key.seed)
+        else:
+            df = query(HISTORY_SQL, params={**key.columns()})
+            chosen = dynamic_problems(cfg, key, dict(zip(df.problem_id, df.rate)))
+        m["n_items"] = len(chosen)
+    return chosen

@@ -52,9 +52,9 @@ def evaluation_rows(key: RoundKey, rows: list[dict]) -> list[dict]:
       cache_policy=NO_CACHE)
 def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> float:
     """Evaluate `model_ref`, write its rows under every key; returns pass@1."""
-    problems = eval_problems(cfg)
     e, key = cfg.eval, keys[0]
     with metered(keys, "evaluate", 0, model_ref) as m:
+        problems = eval_problems(cfg)
         rows = draw(
             make_sampler(cfg, model_ref), key, first_requests(cfg, problems), phase="eval",
             seed=derive_seed(key.seed, key.round, "eval"), n=e.n, temperature=e.temperature,
