@@ -214,6 +214,20 @@ def start_worker(api_url: str, pool: str = WORK_POOL, limit: int = 1) -> subproc
                             cwd=REPO_ROOT, env=child_env(api_url), stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+def alive(procs: list) -> list:
+    """The psutil processes of `procs` still running; a zombie (exited, not yet reaped) counts as gone."""
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def stop(proc: subprocess.Popen | None, grace: float = STOP_GRACE_S) -> None:
     """Stop `proc` and every process under it, children first: SIGTERM to the descendants (a flow run's
     engine then reports the run Crashed while its worker is still up), then to `proc`, SIGKILL to whatever
@@ -234,17 +248,6 @@ def stop(proc: subprocess.Popen | None, grace: float = STOP_GRACE_S) -> None:
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
-
-    def alive(procs: list) -> list:
-        """Still running; a zombie (exited, its parent has not reaped it yet) counts as gone."""
-        out = []
-        for p in procs:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
 
     def wait(procs: list, timeout: float) -> list:
         deadline = time.monotonic() + timeout

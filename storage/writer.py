@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +53,22 @@ def to_arrow(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema) ->
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def write_parquet(path: Path, table: pa.Table) -> Path:
-    """Write `table` to `path` atomically (temp name in the same folder, then os.replace)."""
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` to a temp name in `path`'s folder, then `os.replace` it to `path`: readers see the
+    whole file or nothing, and a killed writer leaves only a temp file (see `sweep_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_parquet(path: Path, table: pa.Table) -> Path:
+    """Write `table` to `path` atomically (temp name in the same folder, then os.replace)."""
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def write_rows(path: Path, rows: Iterable[Mapping[str, Any]] | pa.Table, table: str) -> Path:

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import pickle
-import secrets
 import signal
 import socket
 import sys
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 
 from domains import Domain, Problem, get_domain
 from experiments.config import DomainConfig, ExperimentConfig
-from storage.writer import TMP_MARK, shard_path, write_rows
+from storage.writer import shard_path, write_atomic, write_rows
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,14 +138,7 @@ def resumable(key: RoundKey, name: str, compute: Callable[[], T]) -> T:
                  key.round, name)  # fmt: skip
         return value
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
     fault_point(f"after:{name.split('-')[0]}")
     return value
 

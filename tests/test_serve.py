@@ -27,17 +27,6 @@ def _pidistill() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "flows.cli"]
 
 
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def test_serve_fails_clearly_when_prefect_api_url_does_not_answer(monkeypatch, capsys):
     port = serve_mod.free_port()  # nothing listens there
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
@@ -87,7 +76,7 @@ def test_stop_ends_a_process_and_its_descendants_in_other_sessions():
     assert len(family) == 2
     started = time.monotonic()
     serve_mod.stop(proc, grace=5)
-    assert _alive(family) == [] and time.monotonic() - started < 30
+    assert serve_mod.alive(family) == [] and time.monotonic() - started < 30
 
 
 def test_experiment_flow_parameters_form_is_typed_and_described():
@@ -202,7 +191,7 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
             status = served.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             status = None
-        leftovers = _alive(family)
+        leftovers = serve_mod.alive(family)
         for p in leftovers:  # never leave a server or worker behind, even when the test fails
             p.kill()
     assert status == 0, served.tail()
