@@ -49,9 +49,11 @@ import functools
 import gzip
 import hashlib
 import json
+import marshal
 import os
 import re
 import secrets
+import sys
 import textwrap
 import threading
 from collections import OrderedDict
@@ -61,7 +63,7 @@ from typing import Any
 
 from domains import DomainError, data_root
 from domains.base import BaseDomain, PrivilegedInfo, Problem, Verdict, file_sha256, pi_section, stable_hash
-from sandbox import ExecResult, Limits, Sandbox
+from sandbox import Call, ExecResult, Limits, Program, Sandbox
 
 FEEDBACK_CHARS = 500
 
@@ -133,7 +135,7 @@ def humaneval_solution(prompt: str, completion: str, entry_point: str) -> str:
 # are emitted as each test finishes so that a timeout still tells which tests passed.
 HARNESS_MODULE = "pidistill_harness"
 _HARNESS = r'''
-import builtins, json, linecache, os, traceback
+import builtins, json, linecache, marshal, os, sys
 
 
 def run(spec, nonce):
@@ -159,23 +161,37 @@ def _describe(exc):
         where = f" (line {exc.lineno}: {(exc.text or '').strip()[:120]})" if exc.lineno else ""
         return f"SyntaxError: {exc.msg}{where}"
     text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    # lookup_lines=False: only the frame we show reads its line (others would stat files)
-    summary = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__), lookup_lines=False)
-    frames = [f for f in summary if f.filename == "solution.py"]
-    if frames:
-        f = frames[-1]
-        text += f" (solution.py line {f.lineno}: {(f.line or '').strip()[:120]})"
+    tb, last = exc.__traceback__, None
+    while tb is not None:  # the innermost frame in the solution
+        if tb.tb_frame.f_code.co_filename == "solution.py":
+            last = tb
+        tb = tb.tb_next
+    if last is not None:
+        line = linecache.getline("solution.py", last.tb_lineno).strip()
+        text += f" (solution.py line {last.tb_lineno}: {line[:120]})"
     return text[:600]
+
+
+def _compiled(spec):
+    """The host's compilation of setup and steps, when it was made by this very interpreter."""
+    if spec.get("python") == sys.version and spec.get("code"):
+        try:
+            return marshal.loads(bytes.fromhex(spec["code"]))
+        except Exception:
+            pass
+    n = len(spec["setup"]), len(spec["steps"])
+    return [None] * n[0], [None] * n[1], [None] * n[1]
 
 
 def _run(spec, emit):
     linecache.cache["solution.py"] = (len(spec["solution"]), None, spec["solution"].splitlines(True), "solution.py")
     emit(k="start", n=len(spec["steps"]))
     ns = {"__name__": "solution", "__builtins__": builtins}
+    setup_code, step_code, lhs_code = _compiled(spec)
     try:
         exec(compile(spec["solution"], "solution.py", "exec", dont_inherit=True), ns)
-        for src in spec["setup"]:
-            exec(compile(src, "test_setup.py", "exec", dont_inherit=True), ns)
+        for src, code in zip(spec["setup"], setup_code):
+            exec(code or compile(src, "test_setup.py", "exec", dont_inherit=True), ns)
         tns = ns
         if spec["entry_point"]:
             if spec["entry_point"] not in ns:
@@ -187,15 +203,15 @@ def _run(spec, emit):
         emit(k="end")
         return
     emit(k="loaded")
-    for i, step in enumerate(spec["steps"]):
+    for i, (step, code, lhs) in enumerate(zip(spec["steps"], step_code, lhs_code)):
         try:
-            exec(compile(step["src"], "test.py", "exec", dont_inherit=True), tns)
+            exec(code or compile(step["src"], "test.py", "exec", dont_inherit=True), tns)
             emit(k="t", i=i, ok=True)
         except BaseException as exc:
             msg = {"k": "t", "i": i, "ok": False, "err": _describe(exc)}
             if isinstance(exc, AssertionError) and step.get("lhs"):
                 try:
-                    msg["got"] = repr(eval(step["lhs"], tns))[:200]
+                    msg["got"] = repr(eval(lhs or step["lhs"], tns))[:200]
                 except BaseException:
                     pass
             emit(**msg)
@@ -239,16 +255,50 @@ class HarnessSpec:
     entry_point: str = ""
     arg: str = "candidate"
 
+    def _source_payload(self) -> dict[str, Any]:
+        return {"setup": list(self.setup), "steps": [{"src": s.src, "lhs": s.lhs} for s in self.steps],
+                "entry_point": self.entry_point, "arg": self.arg}  # fmt: skip
+
     @functools.cached_property
     def payload_json(self) -> str:
-        """The spec's part of the harness payload as JSON (built once per spec, not per program)."""
-        return json.dumps({"setup": list(self.setup), "steps": [{"src": s.src, "lhs": s.lhs} for s in self.steps],
-                           "entry_point": self.entry_point, "arg": self.arg})  # fmt: skip
+        """The spec's part of the harness payload as JSON (built once per spec, not per program).
+
+        It carries the tests compiled here as well (marshalled code objects, with the version of
+        the interpreter that made them): a child of the sandbox, running the same interpreter, then
+        loads them instead of compiling every test again for every program checked. A different
+        interpreter (`Sandbox(python=...)`) compiles the sources."""
+        return json.dumps(self.payload)
+
+    @functools.cached_property
+    def payload(self) -> dict[str, Any]:
+        """`payload_json` as a dict (shared: do not modify)."""
+        payload = self._source_payload()
+        code = _compile_tests(self.setup, self.steps)
+        if code is not None:
+            payload.update(code=code, python=sys.version)
+        return payload
 
     @functools.cached_property
     def digest(self) -> str:
         """A hash of the spec, for verdict-cache keys."""
-        return hashlib.sha256(self.payload_json.encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self._source_payload()).encode()).hexdigest()
+
+
+def _compile_tests(setup: tuple[str, ...], steps: tuple[Step, ...]) -> str | None:
+    """Setup statements, steps and the steps' `lhs` expressions compiled as the harness would
+    (optimize=0: asserts kept even if this interpreter runs with -O), marshalled, as hex. A source
+    that does not compile is left to the harness (None in its place), which reports the error."""
+
+    def one(src: str, filename: str, mode: str = "exec") -> Any:
+        try:
+            return compile(src, filename, mode, dont_inherit=True, optimize=0) if src else None
+        except (SyntaxError, ValueError):
+            return None
+
+    setup_code = [one(s, "test_setup.py") for s in setup]
+    step_code = [one(s.src, "test.py") for s in steps]
+    lhs_code = [one(s.lhs, "test.py", "eval") for s in steps]
+    return marshal.dumps((setup_code, step_code, lhs_code)).hex()
 
 
 def _is_real_assert(node: ast.AST) -> bool:
@@ -317,6 +367,12 @@ def humaneval_spec(test: str, entry_point: str) -> HarnessSpec:
 def harness_prelude() -> dict[str, str]:
     """`Sandbox(prelude=...)` that pre-compiles the harness in every worker (saves ~0.5 ms per check)."""
     return {HARNESS_MODULE: _HARNESS + "\nwarm_up()\n"}
+
+
+def harness_call(solution: str, spec: HarnessSpec, nonce: str) -> Call:
+    """The harness as a sandbox `Call` (the sandbox has `harness_prelude()` loaded): the child
+    neither compiles a program nor decodes the payload, which arrives as its arguments."""
+    return Call(f"{HARNESS_MODULE}.run", {"spec": {"solution": solution, **spec.payload}, "nonce": nonce})
 
 
 def harness_program(solution: str, spec: HarnessSpec, nonce: str, *, prelude: bool = False) -> str:
@@ -551,6 +607,8 @@ class _CodeDomain(BaseDomain):
         if len(problems) != len(completions):
             raise ValueError(f"check_many: {len(problems)} problems but {len(completions)} completions")
         verdicts: list[Verdict | None] = [None] * len(problems)
+        if len(problems) > 1 and hasattr(self.sandbox, "start"):
+            self.sandbox.start()  # workers boot while the programs are built
         todo: dict[str, list[int]] = {}  # cache key -> indices (identical programs run once)
         plans: dict[str, tuple[str, HarnessSpec]] = {}
         for i, (p, c) in enumerate(zip(problems, completions)):
@@ -570,8 +628,10 @@ class _CodeDomain(BaseDomain):
             keys = list(todo)
             nonces = [secrets.token_hex(8) for _ in keys]
             sandbox = self.sandbox
-            prelude = getattr(sandbox, "prelude", {}).get(HARNESS_MODULE) == harness_prelude()[HARNESS_MODULE]
-            programs = [harness_program(*plans[k], nonce=n, prelude=prelude) for k, n in zip(keys, nonces)]
+            if getattr(sandbox, "prelude", {}).get(HARNESS_MODULE) == harness_prelude()[HARNESS_MODULE]:
+                programs: list[Program] = [harness_call(*plans[k], nonce=n) for k, n in zip(keys, nonces)]
+            else:  # a sandbox passed in without our prelude: the harness travels with each program
+                programs = [harness_program(*plans[k], nonce=n) for k, n in zip(keys, nonces)]
             results = sandbox.run_many(programs, self.limits)
             for key, nonce, r in zip(keys, nonces, results):
                 try:

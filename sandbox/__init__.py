@@ -61,6 +61,6 @@ separate uid (a program could then signal other processes of the same user).
 Install bubblewrap (`apt-get install bubblewrap`) for real isolation.
 """
 
-from sandbox.core import DEFAULT_PRELOAD, ExecResult, Limits, Sandbox, SandboxError, bwrap_available
+from sandbox.core import DEFAULT_PRELOAD, Call, ExecResult, Limits, Program, Sandbox, SandboxError, bwrap_available
 
-__all__ = ["DEFAULT_PRELOAD", "ExecResult", "Limits", "Sandbox", "SandboxError", "bwrap_available"]
+__all__ = ["DEFAULT_PRELOAD", "Call", "ExecResult", "Limits", "Program", "Sandbox", "SandboxError", "bwrap_available"]

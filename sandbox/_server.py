@@ -143,20 +143,27 @@ def _print_exc(exc):
     traceback.print_exception(type(exc), exc, tb)
 
 
-def _run_program(source):
-    """Run `source` as a __main__ module; returns the exit code a `python prog.py` would."""
-    import linecache
+def _run_program(req):
+    """Run the request's program: `code` as a __main__ module, or `call`, a function of a module
+    already loaded (prelude or preload) with `kwargs`. Returns the exit code a `python prog.py` would."""
     import types
 
-    filename = "<program>"
-    # Let tracebacks show the program's source lines.
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = main
     try:
-        code = compile(source, filename, "exec", dont_inherit=True)
-        exec(code, main.__dict__)
+        if "call" in req:
+            module, _, name = req["call"].rpartition(".")
+            if module not in sys.modules:
+                raise ModuleNotFoundError(f"Call: {module!r} is not a prelude or preloaded module of this sandbox")
+            getattr(sys.modules[module], name)(**req["kwargs"])
+        else:
+            import linecache
+
+            source, filename = req["code"], "<program>"
+            # Let tracebacks show the program's source lines.
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            exec(compile(source, filename, "exec", dont_inherit=True), main.__dict__)
         rc = 0
     except SystemExit as exc:
         if exc.code is None:
@@ -194,7 +201,7 @@ def _child_main(req, cfg, out_w, err_w, st_w):
             os._exit(125)
     rc = 1
     try:
-        rc = _run_program(req["code"])
+        rc = _run_program(req)
     finally:
         _flush()
         os._exit(rc)

@@ -30,9 +30,9 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal, Union
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,26 @@ class Limits:
         for name, value in asdict(self).items():
             if not value > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A program given as a call of a function of a trusted prelude (or preloaded) module:
+    `Call("harness.run", {"spec": {...}})` runs `harness.run(spec={...})` in a child exactly as
+    isolated as source code is. It spares the child compiling a program and decoding its data:
+    the arguments (JSON values) arrive already decoded. Exit status as for a program: 0 when the
+    function returns, 1 (and the traceback on stderr) when it raises, SystemExit's code."""
+
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        module, _, name = self.function.rpartition(".")
+        if not module or not name:
+            raise ValueError(f"Call.function must be 'module.function', got {self.function!r}")
+
+
+Program = Union[str, Call]
 
 
 @dataclass(frozen=True)
@@ -347,6 +367,7 @@ class Sandbox:
         self._spawner = ThreadPoolExecutor(self.n_workers, thread_name_prefix="sandbox-spawn")
         self._dispatch = ThreadPoolExecutor(self.n_workers, thread_name_prefix="sandbox-run")
         self._closed = False
+        self._state_lock = threading.Lock()
         self._owner_pid = os.getpid()
         self._isolation: str | None = None
         self._finalizer = weakref.finalize(self, _shutdown, self._all_slots, self._spawner, self._dispatch, self._owner_pid)
@@ -360,8 +381,8 @@ class Sandbox:
             self.run("pass")
         return self._isolation or self.mode
 
-    def run(self, code: str, limits: Limits | None = None) -> ExecResult:
-        """Run one program (Python source) and return its result. Never raises for a bad program."""
+    def run(self, code: Program, limits: Limits | None = None) -> ExecResult:
+        """Run one program (Python source, or a `Call`) and return its result. Never raises for a bad program."""
         self._check_open()
         limits = limits or self.limits
         slot = self._slots.get()
@@ -370,7 +391,7 @@ class Sandbox:
         finally:
             self._slots.put(slot)
 
-    def run_many(self, programs: list[str], limits: Limits | None = None) -> list[ExecResult]:
+    def run_many(self, programs: list[Program], limits: Limits | None = None) -> list[ExecResult]:
         """Run programs in parallel across the workers; results in input order."""
         self._check_open()
         limits = limits or self.limits
@@ -403,9 +424,48 @@ class Sandbox:
             f.result()
         return [r for r in results if r is not None]
 
+    def start(self) -> None:
+        """Start the workers that are not running yet, in the background, and return at once.
+        A pool otherwise starts them on first use; call this when there is other work to do
+        meanwhile (building the programs, say). A program waits for its worker as usual."""
+        self._check_open()
+        free: list[_Slot] = []
+        while True:
+            try:
+                free.append(self._slots.get_nowait())
+            except queue.Empty:
+                break
+        for slot in free:
+            if slot.worker is not None:
+                self._slots.put(slot)
+                continue
+            try:
+                self._spawner.submit(self._start_in_background, slot)
+            except RuntimeError:  # closed meanwhile
+                self._slots.put(slot)
+
+    def _start_in_background(self, slot: _Slot) -> None:
+        """(On a spawner thread.) Start the slot's worker, then hand the slot back to the pool."""
+        try:
+            if self._closed:
+                return
+            worker = _Worker(self.mode, self._python, self._preload, self.prelude, self._ro_paths, self.limits.tmp_mb)
+        except Exception as exc:  # the slot stays empty: its next program starts (and reports) it
+            log.warning("sandbox worker did not start in the background: %s", exc)
+        else:
+            with self._state_lock:
+                if self._closed:
+                    worker.close(graceful=False)
+                else:
+                    slot.worker = worker
+                    self._isolation = worker.isolation
+        finally:
+            self._slots.put(slot)
+
     def close(self) -> None:
         """Stop every worker (and with it every process it ran). Idempotent."""
-        self._closed = True
+        with self._state_lock:
+            self._closed = True
         self._finalizer()
 
     def __enter__(self) -> "Sandbox":
@@ -425,9 +485,15 @@ class Sandbox:
         if os.getpid() != self._owner_pid:
             raise SandboxError("sandbox was created in another process (after fork); create a new one here")
 
-    def _request(self, code: str, limits: Limits, nproc_base: int) -> dict:
+    def _request(self, program: Program, limits: Limits, nproc_base: int) -> dict:
+        if isinstance(program, Call):
+            what: dict[str, Any] = {"call": program.function, "kwargs": program.kwargs}
+        elif isinstance(program, str):
+            what = {"code": program}
+        else:
+            raise TypeError(f"a program is Python source (str) or a sandbox.Call, got {type(program).__name__}")
         return {
-            "code": code,
+            **what,
             "timeout_s": limits.timeout_s,
             "memory_mb": limits.memory_mb,
             "max_output_bytes": limits.max_output_bytes,
@@ -444,7 +510,7 @@ class Sandbox:
             raise SandboxError("sandbox is closed") from exc
         return future.result()
 
-    def _run_on(self, slot: _Slot, codes: list[str], limits: Limits) -> list[ExecResult]:
+    def _run_on(self, slot: _Slot, codes: list[Program], limits: Limits) -> list[ExecResult]:
         """Run `codes` one after another on the slot's worker, sent as one batch (one round trip)."""
         error = ""
         for _attempt in range(2):  # one retry on a fresh worker if the worker itself failed

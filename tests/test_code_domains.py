@@ -306,3 +306,47 @@ def test_domain_pickles_without_its_sandbox(mbpp):
     clone = pickle.loads(pickle.dumps(mbpp))
     assert clone.name == "mbpp" and clone._sandbox is None and clone.data_hash() == mbpp.data_hash()
     assert Path(str(clone._source)).is_file()
+
+
+@needs_data
+@needs_bwrap
+def test_precompiled_tests_and_their_fallbacks(mbpp, humaneval):
+    """Tests travel compiled (marshalled by the host, for the same interpreter) in a sandbox Call;
+    another interpreter, or a sandbox without the harness prelude, compiles them from source:
+    the verdicts are the same every way."""
+    import subprocess
+    import sys
+
+    from domains.code import harness_call, verdict_from_run
+    from sandbox import Sandbox
+
+    p = mbpp_problem(mbpp, 11)
+    h0 = humaneval.load("test", limit=1)[0]
+    cases = [(mbpp, p, "def remove_Occ(s, ch):\n    return s.strip(ch)"), (mbpp, p, p.solution),
+             (humaneval, h0, "    return True\n"), (humaneval, h0, h0.solution)]  # fmt: skip
+    reference = [d.check(prob, c) for d, prob, c in cases]
+    assert [v.status for v in reference] == ["fail", "pass", "fail", "pass"]
+    assert "Got: 'hello'" in reference[0].feedback  # the failing side, evaluated by a precompiled expression
+
+    for d, prob, c in cases:
+        assert d.solution_and_spec(prob, c)[1].payload["python"] == sys.version
+    calls = [harness_call(*d.solution_and_spec(prob, c), nonce="n0nce") for d, prob, c in cases]
+    for call in calls:  # as if the sandbox ran another Python: its child compiles the sources
+        call.kwargs["spec"] = {**call.kwargs["spec"], "python": "another interpreter"}
+    results = mbpp.sandbox.run_many(calls, mbpp.limits)
+    specs = [d.solution_and_spec(prob, c)[1] for d, prob, c in cases]
+    assert [verdict_from_run(s, "n0nce", r, 5.0) for s, r in zip(specs, results)] == reference
+
+    with Sandbox(mbpp.limits, workers=1) as plain:  # no harness prelude: the harness travels as source
+        d = MBPPDomain(sandbox=plain)
+        assert [d.check(prob, c) for dd, prob, c in cases[:2]] == reference[:2]
+        d.close()
+
+    # compiled with optimize=0 even by a host running python -O: the asserts stay
+    code = (
+        "import marshal, sys; sys.path.insert(0, '.'); from domains.code import Step, _compile_tests\n"
+        "setup, steps, lhs = marshal.loads(bytes.fromhex(_compile_tests((), (Step('assert 1 == 2', lhs='1'),))))\n"
+        "try:\n    exec(steps[0], {})\nexcept AssertionError:\n    print('kept')\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "kept", out.stderr

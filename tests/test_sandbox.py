@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandbox import ExecResult, Limits, Sandbox, SandboxError, bwrap_available
+from sandbox import Call, ExecResult, Limits, Sandbox, SandboxError, bwrap_available
 from sandbox.core import _UID_BASE
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not available (apt-get install bubblewrap)")
@@ -297,6 +297,76 @@ def test_usable_from_short_lived_threads():
         assert out[0].stdout == "from a thread\n"
         assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
         assert set(pid_before) <= set(worker_tree(box))  # the first worker was not restarted
+
+
+HELPERS = """
+import sys
+def greet(name, times=1):
+    print(("hello " + name + " ") * times)
+def fail(msg):
+    raise ValueError(msg)
+def leave(code):
+    sys.exit(code)
+def loop():
+    while True:
+        pass
+"""
+
+
+@needs_bwrap
+def test_call_runs_a_prelude_function_as_a_program():
+    """A Call is a program like any other (same isolation, statuses, limits), without source."""
+    with Sandbox(Limits(timeout_s=1.0), workers=1, isolation="bwrap", prelude={"helpers": HELPERS}) as box:
+        ok, raised, exited, looped, missing, stdlib, source = box.run_many([
+            Call("helpers.greet", {"name": "you", "times": 2}), Call("helpers.fail", {"msg": "no"}),
+            Call("helpers.leave", {"code": 3}), Call("helpers.loop"), Call("nothere.f"),
+            Call("json.dumps", {"obj": [1]}), "import helpers; helpers.greet('src')",
+        ])  # fmt: skip
+        assert (ok.status, ok.stdout, ok.isolation) == ("ok", "hello you hello you \n", "bwrap")
+        assert raised.status == "error" and raised.stderr.rstrip().endswith("ValueError: no")
+        assert "in fail" in raised.stderr and "_server" not in raised.stderr  # the program's frames only
+        assert (exited.status, exited.returncode) == ("error", 3)
+        assert looped.status == "timeout"
+        assert missing.status == "error" and "'nothere' is not a prelude or preloaded module" in missing.stderr
+        assert stdlib.status == "ok"
+        assert source.stdout == "hello src \n"
+        # the arguments of one call are not seen by the next
+        first, second = box.run_many([Call("helpers.greet", {"name": "a"}), Call("helpers.greet", {"name": "b"})])
+        assert (first.stdout, second.stdout) == ("hello a \n", "hello b \n")
+    with pytest.raises(ValueError, match="module.function"):
+        Call("greet")
+    with Sandbox(workers=1) as box, pytest.raises(TypeError, match="sandbox.Call"):
+        box.run(b"print(1)")  # type: ignore[arg-type]
+
+
+@needs_bwrap
+def test_start_boots_workers_in_the_background():
+    with Sandbox(Limits(timeout_s=2.0), workers=2, isolation="bwrap") as box:
+        t0 = time.monotonic()
+        box.start()
+        assert time.monotonic() - t0 < 0.05  # it does not wait for them
+        assert [r.stdout for r in box.run_many(["print(1)", "print(2)", "print(3)"])] == ["1\n", "2\n", "3\n"]
+        deadline = time.time() + 10
+        while len(worker_tree(box)) < 2 and time.time() < deadline:  # both start, used or not
+            time.sleep(0.02)
+        pids = sorted(worker_tree(box))
+        assert len(pids) == 2
+        box.start()  # idempotent: running workers are kept
+        assert box.run("print(4)").stdout == "4\n" and sorted(worker_tree(box)) == pids
+    # closed while the workers are still starting: none of them is left behind
+    def bwrap_pids() -> set[int]:
+        return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "bwrap"}
+
+    before = bwrap_pids()
+    box = Sandbox(Limits(timeout_s=2.0), workers=2, isolation="bwrap")
+    box.start()
+    time.sleep(0.01)  # let the background starts get going
+    box.close()
+    time.sleep(1.0)  # a start that was under way finishes, sees the pool closed and stops its worker
+    deadline = time.time() + 10
+    while time.time() < deadline and bwrap_pids() - before:
+        time.sleep(0.05)
+    assert not bwrap_pids() - before
 
 
 def test_limits_validate():
