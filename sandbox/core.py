@@ -49,8 +49,8 @@ _SERVER_SOURCE = (Path(__file__).parent / "_server.py").read_text()
 _UID_BASE = 1_500_000_000  # throw-away uids live above anything a host assigns
 _uid_counter = itertools.count()
 _STARTUP_TIMEOUT_S = 30.0
-_GRACE_S = 10.0
-_MAX_BATCH = 8  # programs per host<->worker round trip in run_many (bounded: tail latency)  # extra host-side wait beyond a program's timeout before declaring the worker hung
+_GRACE_S = 10.0  # extra host-side wait beyond a batch's timeouts before declaring the worker hung
+_MAX_BATCH = 32  # programs per host<->worker round trip in run_many (bounded: tail latency)
 
 
 class SandboxError(RuntimeError):
@@ -321,8 +321,8 @@ class _Slot:
 class Sandbox:
     """A pool of isolated fork-server workers. Thread-safe; close it (or use `with`).
 
-    workers: parallelism (default: twice the CPUs this process may use; a worker spends part
-      of each program waiting for its child to be scheduled and reaped, so 2x keeps cores busy).
+    workers: parallelism (default: one per CPU this process may use; more measured slower on
+      MBPP, benchmarks/sandbox_throughput.py: the kernel work of fork and exit dominates).
     isolation: "auto" (bubblewrap when it works here, else rlimits), "bwrap" (required), "rlimits".
     ro_paths: extra host directories to expose read-only (e.g. a site-packages).
     preload: stdlib modules imported once per worker, so programs get them for free.
@@ -343,7 +343,7 @@ class Sandbox:
         ro_paths: tuple[str, ...] = (),
     ) -> None:
         self.limits = limits or Limits()
-        self.n_workers = workers or 2 * len(os.sched_getaffinity(0))
+        self.n_workers = workers or len(os.sched_getaffinity(0))
         if self.n_workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.n_workers}")
         if isolation not in ("auto", "bwrap", "rlimits"):
