@@ -138,13 +138,18 @@ _HARNESS = r'''
 import builtins, json, linecache, marshal, os, sys
 
 
+_json_str = json.encoder.encode_basestring_ascii  # messages are formatted by hand: a first
+# json.dumps in a freshly forked child touches ~40 pages (each a copy-on-write fault)
+
+
 def run(spec, nonce):
     out = os.dup(1)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
+    prefix = nonce + " "
 
-    def emit(**msg):
-        data = (nonce + " " + json.dumps(msg) + "\n").encode()
+    def emit(body):
+        data = (prefix + body + "\n").encode()
         while data:
             data = data[os.write(out, data):]
 
@@ -156,7 +161,7 @@ def run(spec, nonce):
         os.close(null)
 
 
-def _describe(exc):
+def _describe(exc, solution):
     if isinstance(exc, SyntaxError) and exc.filename == "solution.py":
         where = f" (line {exc.lineno}: {(exc.text or '').strip()[:120]})" if exc.lineno else ""
         return f"SyntaxError: {exc.msg}{where}"
@@ -167,6 +172,8 @@ def _describe(exc):
             last = tb
         tb = tb.tb_next
     if last is not None:
+        if "solution.py" not in linecache.cache:  # set when first needed (passing code never does)
+            linecache.cache["solution.py"] = (len(solution), None, solution.splitlines(True), "solution.py")
         line = linecache.getline("solution.py", last.tb_lineno).strip()
         text += f" (solution.py line {last.tb_lineno}: {line[:120]})"
     return text[:600]
@@ -184,12 +191,12 @@ def _compiled(spec):
 
 
 def _run(spec, emit):
-    linecache.cache["solution.py"] = (len(spec["solution"]), None, spec["solution"].splitlines(True), "solution.py")
-    emit(k="start", n=len(spec["steps"]))
+    solution = spec["solution"]
+    emit('{"k": "start", "n": %d}' % len(spec["steps"]))
     ns = {"__name__": "solution", "__builtins__": builtins}
     setup_code, step_code, lhs_code = _compiled(spec)
     try:
-        exec(compile(spec["solution"], "solution.py", "exec", dont_inherit=True), ns)
+        exec(compile(solution, "solution.py", "exec", dont_inherit=True), ns)
         for src, code in zip(spec["setup"], setup_code):
             exec(code or compile(src, "test_setup.py", "exec", dont_inherit=True), ns)
         tns = ns
@@ -199,23 +206,23 @@ def _run(spec, emit):
             tns = dict(ns)
             tns[spec["arg"]] = ns[spec["entry_point"]]
     except BaseException as exc:
-        emit(k="load", err=_describe(exc))
-        emit(k="end")
+        emit('{"k": "load", "err": %s}' % _json_str(_describe(exc, solution)))
+        emit('{"k": "end"}')
         return
-    emit(k="loaded")
+    emit('{"k": "loaded"}')
     for i, (step, code, lhs) in enumerate(zip(spec["steps"], step_code, lhs_code)):
         try:
             exec(code or compile(step["src"], "test.py", "exec", dont_inherit=True), tns)
-            emit(k="t", i=i, ok=True)
+            emit('{"k": "t", "i": %d, "ok": true}' % i)
         except BaseException as exc:
-            msg = {"k": "t", "i": i, "ok": False, "err": _describe(exc)}
+            body = '{"k": "t", "i": %d, "ok": false, "err": %s' % (i, _json_str(_describe(exc, solution)))
             if isinstance(exc, AssertionError) and step.get("lhs"):
                 try:
-                    msg["got"] = repr(eval(lhs or step["lhs"], tns))[:200]
+                    body += ', "got": ' + _json_str(repr(eval(lhs or step["lhs"], tns))[:200])
                 except BaseException:
                     pass
-            emit(**msg)
-    emit(k="end")
+            emit(body + "}")
+    emit('{"k": "end"}')
 
 
 def warm_up(rounds=12):
@@ -230,7 +237,7 @@ def warm_up(rounds=12):
     ]
     for _ in range(rounds):
         for spec in specs:
-            _run(spec, lambda **msg: json.dumps(msg))
+            _run(spec, lambda body: json.loads(body))
     linecache.cache.pop("solution.py", None)
 '''
 

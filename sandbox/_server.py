@@ -15,9 +15,11 @@ interpreter start per program. The server is a child subreaper, so every process
 leaves behind (daemons included) is re-parented to it and killed before the result is sent.
 """
 
+import atexit
 import builtins
 import ctypes
 import json
+import linecache
 import os
 import resource
 import select
@@ -26,6 +28,7 @@ import struct
 import sys
 import time
 import traceback
+import types
 
 # Status bytes the child writes on its private status pipe (fd 3).
 _ST_MEMORY = b"M"  # the program died of MemoryError
@@ -82,29 +85,32 @@ def _unshare(flags):
 # ----------------------------------------------------------------------------- child side
 
 
-def _set_limits(req):
-    def lim(res, value):
-        try:
-            resource.setrlimit(res, (value, value))
-        except (ValueError, OSError):
-            pass  # e.g. a hard limit already lower than ours: keep the stricter one
-
+def _child_plan(req):
+    """What the child needs, prepared by the server before the fork. Whatever the child computes
+    itself it computes on copy-on-write memory, where each object touched costs a page fault."""
     mem = int(req["memory_mb"]) * 1024 * 1024
-    lim(resource.RLIMIT_AS, mem)
-    lim(resource.RLIMIT_DATA, mem)
     cpu = int(req["timeout_s"]) + 2  # wall-clock timeout is the real limit; this is a backstop
-    try:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    except (ValueError, OSError):
-        pass
-    lim(resource.RLIMIT_FSIZE, int(req["max_file_mb"]) * 1024 * 1024)
-    lim(resource.RLIMIT_NOFILE, int(req["max_open_files"]))
-    lim(resource.RLIMIT_CORE, 0)
+    files = int(req["max_file_mb"]) * 1024 * 1024
+    limits = [(resource.RLIMIT_AS, (mem, mem)), (resource.RLIMIT_DATA, (mem, mem)),
+              (resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_FSIZE, (files, files)),
+              (resource.RLIMIT_NOFILE, (int(req["max_open_files"]),) * 2), (resource.RLIMIT_CORE, (0, 0))]  # fmt: skip
     if req.get("nproc") is not None:
-        lim(resource.RLIMIT_NPROC, int(req["nproc"]))
+        limits.append((resource.RLIMIT_NPROC, (int(req["nproc"]),) * 2))
+    main = types.ModuleType("__main__")  # a fresh __main__ per program
+    main.__dict__["__builtins__"] = builtins
+    if "call" in req:
+        module, _, name = req["call"].rpartition(".")
+        target = getattr(sys.modules.get(module), name, None)  # trusted prelude code: resolved here
+        run = (target, req["kwargs"], module)
+    else:
+        source = req["code"]
+        # Let tracebacks show the program's source lines.
+        linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
+        run = (None, source, None)
+    return limits, main, run
 
 
-def _setup_child(req, cfg, out_w, err_w, st_w):
+def _setup_child(limits, out_w, err_w, st_w):
     os.dup2(st_w, 3)  # first: a setup failure is reported there
     os.setsid()  # own session + process group: a timeout kills the whole group
     # stdin is already /dev/null (see _prepare_stdio); sys.std* wrap fds 0-2 with empty buffers.
@@ -112,18 +118,21 @@ def _setup_child(req, cfg, out_w, err_w, st_w):
     os.dup2(err_w, 2)
     # Close everything else, above all the server's protocol pipes to the host.
     os.closerange(4, 1 << 16)
-    if cfg.get("unshare_net"):
+    if _UNSHARE_NET:
         # Fallback mode without bubblewrap: best-effort private network namespace (the
         # isolation label says whether it is permitted here). Root can do it directly; others
         # need a user namespace first.
         _unshare(_CLONE_NEWNET) or _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
-    _set_limits(req)
-    uid = cfg.get("uid")
-    if uid is not None:
+    for res, pair in limits:
+        try:
+            resource.setrlimit(res, pair)
+        except (ValueError, OSError):
+            pass  # e.g. a hard limit already lower than ours: keep the stricter one
+    if _UID is not None:
         os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)  # from root to non-root: all capabilities are gone after this
-    os.chdir(_workdir(cfg))
+        os.setgid(_UID)
+        os.setuid(_UID)  # from root to non-root: all capabilities are gone after this
+    os.chdir(_WORKDIR)
     os.umask(0o077)
 
 
@@ -143,27 +152,19 @@ def _print_exc(exc):
     traceback.print_exception(type(exc), exc, tb)
 
 
-def _run_program(req):
-    """Run the request's program: `code` as a __main__ module, or `call`, a function of a module
-    already loaded (prelude or preload) with `kwargs`. Returns the exit code a `python prog.py` would."""
-    import types
-
-    main = types.ModuleType("__main__")
-    main.__dict__["__builtins__"] = builtins
+def _run_program(main, run):
+    """Run the program: source code as the __main__ module, or a call of a function of a module
+    already loaded (prelude or preload). Returns the exit code a `python prog.py` would."""
     sys.modules["__main__"] = main
+    target, arg, module = run
     try:
-        if "call" in req:
-            module, _, name = req["call"].rpartition(".")
-            if module not in sys.modules:
-                raise ModuleNotFoundError(f"Call: {module!r} is not a prelude or preloaded module of this sandbox")
-            getattr(sys.modules[module], name)(**req["kwargs"])
+        if module is not None:
+            if target is None:
+                raise ModuleNotFoundError(f"Call: {module!r} is not a prelude or preloaded module of this sandbox, "
+                                          "or lacks the function")  # fmt: skip
+            target(**arg)
         else:
-            import linecache
-
-            source, filename = req["code"], "<program>"
-            # Let tracebacks show the program's source lines.
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            exec(compile(source, filename, "exec", dont_inherit=True), main.__dict__)
+            exec(compile(arg, "<program>", "exec", dont_inherit=True), main.__dict__)
         rc = 0
     except SystemExit as exc:
         if exc.code is None:
@@ -183,17 +184,16 @@ def _run_program(req):
     try:  # what interpreter shutdown would do: atexit handlers, non-daemon threads
         if "threading" in sys.modules:
             sys.modules["threading"]._shutdown()
-        import atexit
-
         atexit._run_exitfuncs()
     except BaseException:
         pass
     return rc
 
 
-def _child_main(req, cfg, out_w, err_w, st_w):
+def _child_main(plan, out_w, err_w, st_w):
+    limits, main, run = plan
     try:
-        _setup_child(req, cfg, out_w, err_w, st_w)
+        _setup_child(limits, out_w, err_w, st_w)
     except BaseException as exc:
         try:
             os.write(3, _ST_SETUP + f"{type(exc).__name__}: {exc}".encode()[:500])
@@ -201,7 +201,7 @@ def _child_main(req, cfg, out_w, err_w, st_w):
             os._exit(125)
     rc = 1
     try:
-        rc = _run_program(req)
+        rc = _run_program(main, run)
     finally:
         _flush()
         os._exit(rc)
@@ -383,10 +383,11 @@ def _execute(req, cfg):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
+    plan = _child_plan(req)
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child_main(req, cfg, out_w, err_w, st_w)
+        _child_main(plan, out_w, err_w, st_w)
     for fd in (out_w, err_w, st_w):
         os.close(fd)
     io_ = _Collector(out_r, err_r, st_r, int(req["max_output_bytes"]))
@@ -552,8 +553,16 @@ def _load_prelude(modules):
         sys.modules[name] = mod
 
 
+# Set once by main(), read by every child.
+_UID = None  # the throw-away uid programs run as (when the server may switch uids)
+_WORKDIR = ""
+_UNSHARE_NET = False
+
+
 def main():
+    global _UID, _WORKDIR, _UNSHARE_NET
     cfg = json.loads(sys.argv[1])
+    _UID, _WORKDIR, _UNSHARE_NET = cfg.get("uid"), _workdir(cfg), bool(cfg.get("unshare_net"))
     # Die with the host if it goes away (our parent is the host's long-lived spawner thread,
     # or bwrap, which itself dies with the host).
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
