@@ -57,7 +57,7 @@ import sys
 import textwrap
 import threading
 from collections import OrderedDict
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -262,36 +262,40 @@ class HarnessSpec:
     entry_point: str = ""
     arg: str = "candidate"
 
-    def _source_payload(self) -> dict[str, Any]:
+    # per-spec memo (a frozen dataclass's fields cannot change): uses, compiled payload
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @functools.cached_property
+    def source_payload(self) -> dict[str, Any]:
+        """The spec's part of the harness payload: sources only (shared: do not modify)."""
         return {"setup": list(self.setup), "steps": [{"src": s.src, "lhs": s.lhs} for s in self.steps],
                 "entry_point": self.entry_point, "arg": self.arg}  # fmt: skip
 
-    @functools.cached_property
-    def payload_json(self) -> str:
-        """The spec's part of the harness payload as JSON (built once per spec, not per program).
-
-        It carries the tests compiled here as well (marshalled code objects, with the version of
-        the interpreter that made them): a child of the sandbox, running the same interpreter, then
-        loads them instead of compiling every test again for every program checked. A different
-        interpreter (`Sandbox(python=...)`) compiles the sources."""
-        return json.dumps(self.payload)
-
-    @functools.cached_property
     def payload(self) -> dict[str, Any]:
-        """`payload_json` as a dict (shared: do not modify)."""
-        payload = self._source_payload()
-        code = _compile_tests(self.setup, self.steps)
-        if code is not None:
-            payload.update(code=code, python=sys.version)
-        return payload
+        """The spec's part of the harness payload for one more program (shared: do not modify).
+
+        From the spec's second use on, it carries the tests compiled here as well (marshalled
+        code objects, tagged with the interpreter that made them): a child of the sandbox running
+        the same interpreter loads them instead of compiling every test again for every program.
+        A spec checked once (one sample per problem) is not worth compiling on the host; a
+        different interpreter (`Sandbox(python=...)`) compiles the sources."""
+        memo = self._memo
+        if "compiled" in memo:
+            return memo["compiled"]
+        if not memo.get("used"):
+            memo["used"] = True
+            return self.source_payload
+        compiled = dict(self.source_payload, code=_compile_tests(self.setup, self.steps), python=sys.version)
+        memo["compiled"] = compiled
+        return compiled
 
     @functools.cached_property
     def digest(self) -> str:
         """A hash of the spec, for verdict-cache keys."""
-        return hashlib.sha256(json.dumps(self._source_payload()).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self.source_payload).encode()).hexdigest()
 
 
-def _compile_tests(setup: tuple[str, ...], steps: tuple[Step, ...]) -> str | None:
+def _compile_tests(setup: tuple[str, ...], steps: tuple[Step, ...]) -> str:
     """Setup statements, steps and the steps' `lhs` expressions compiled as the harness would
     (optimize=0: asserts kept even if this interpreter runs with -O), marshalled, as hex. A source
     that does not compile is left to the harness (None in its place), which reports the error."""
@@ -379,12 +383,12 @@ def harness_prelude() -> dict[str, str]:
 def harness_call(solution: str, spec: HarnessSpec, nonce: str) -> Call:
     """The harness as a sandbox `Call` (the sandbox has `harness_prelude()` loaded): the child
     neither compiles a program nor decodes the payload, which arrives as its arguments."""
-    return Call(f"{HARNESS_MODULE}.run", {"spec": {"solution": solution, **spec.payload}, "nonce": nonce})
+    return Call(f"{HARNESS_MODULE}.run", {"spec": {"solution": solution, **spec.payload()}, "nonce": nonce})
 
 
 def harness_program(solution: str, spec: HarnessSpec, nonce: str, *, prelude: bool = False) -> str:
     """The program run in the sandbox. With `prelude`, the sandbox has `harness_prelude()` loaded."""
-    payload = '{"solution": ' + json.dumps(solution) + ", " + spec.payload_json[1:]
+    payload = json.dumps({"solution": solution, **spec.source_payload})
     call = f"_h.run(_json.loads({payload!r}), {nonce!r})\n"
     if prelude:
         return f"import json as _json\nimport {HARNESS_MODULE} as _h\n{call}"

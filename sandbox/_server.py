@@ -384,16 +384,20 @@ def _execute(req, cfg):
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
     plan = _child_plan(req)
+    # Prepared before the fork too: whatever the server first writes after it (while the child
+    # still maps the same pages) costs a copy-on-write fault.
+    io_ = _Collector(out_r, err_r, st_r, int(req["max_output_bytes"]))
+    timeout_s = float(req["timeout_s"])
+    killed_for = None  # None | "timeout" | "output"
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
         _child_main(plan, out_w, err_w, st_w)
-    for fd in (out_w, err_w, st_w):
-        os.close(fd)
-    io_ = _Collector(out_r, err_r, st_r, int(req["max_output_bytes"]))
+    os.close(out_w)
+    os.close(err_w)
+    os.close(st_w)
     pidfd = os.pidfd_open(pid)
-    deadline = t0 + float(req["timeout_s"])
-    killed_for = None  # None | "timeout" | "output"
+    deadline = t0 + timeout_s
     # Until the main child exits, the deadline passes, or it floods its output.
     while True:
         remaining = deadline - time.monotonic()
