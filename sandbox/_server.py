@@ -1,9 +1,9 @@
 """The fork-server that runs inside each sandbox worker (stdlib only, no imports from pidistill).
 
-The host starts it as `python -I -S -B -c <this file's source> <config json>` (inside
-bubblewrap when available) and talks to it over stdin/stdout with length-prefixed JSON
-frames (4-byte big-endian length, then UTF-8 JSON). After a `{"ready": true, ...}` hello,
-each request is a batch of programs, run one after another:
+The host starts it as `python -I -S -B -c <this file's source>` (inside bubblewrap when
+available) and talks to it over stdin/stdout with length-prefixed JSON frames (4-byte
+big-endian length, then UTF-8 JSON): first the host's configuration; after the
+server's `{"ready": true, ...}` hello, each request is a batch of programs, run one by one:
 
     host -> server  {"batch": [{"code": "...", "timeout_s": 2.0, "memory_mb": 512, ...}, ...]}
     server -> host  {"results": [{"status": "ok", "returncode": 0, "stdout": "...", ...}, ...]}
@@ -549,8 +549,6 @@ def _warm_up():
 
 def _load_prelude(modules):
     """Trusted modules (source given by the host) importable by every program without a file."""
-    import types
-
     for name, source in modules.items():
         mod = types.ModuleType(name)
         exec(compile(source, f"<prelude {name}>", "exec", dont_inherit=True), mod.__dict__)
@@ -565,7 +563,9 @@ _UNSHARE_NET = False
 
 def main():
     global _UID, _WORKDIR, _UNSHARE_NET
-    cfg = json.loads(sys.argv[1])
+    cfg = _recv(0)  # the host's first frame
+    if cfg is None:
+        raise SystemExit("sandbox server: no configuration on stdin")
     _UID, _WORKDIR, _UNSHARE_NET = cfg.get("uid"), _workdir(cfg), bool(cfg.get("unshare_net"))
     # Die with the host if it goes away (our parent is the host's long-lived spawner thread,
     # or bwrap, which itself dies with the host).

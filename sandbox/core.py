@@ -206,6 +206,10 @@ class _WorkerDied(Exception):
     pass
 
 
+def _frame(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
 class _Worker:
     """One fork-server process and the framed pipe protocol to it. Used by one thread at a time."""
 
@@ -227,7 +231,8 @@ class _Worker:
             cfg["unshare_net"] = True
             argv = []
         self.nproc_base = 0 if uid is not None or mode == "bwrap" else _count_own_processes()
-        argv += [python, "-I", "-S", "-B", "-c", _SERVER_SOURCE, json.dumps(cfg)]
+        argv += [python, "-I", "-S", "-B", "-c", _SERVER_SOURCE]
+        start = _frame(json.dumps(cfg).encode())  # the configuration: its first frame (no argv size limit)
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
             close_fds=True, start_new_session=True, cwd=cfg["workdir_base"] if mode != "bwrap" else "/",
@@ -235,7 +240,9 @@ class _Worker:
         )  # fmt: skip
         os.set_blocking(self.proc.stdin.fileno(), False)  # writes honour a deadline (see request)
         try:
-            hello = self._recv(time.monotonic() + _STARTUP_TIMEOUT_S)
+            deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+            self._write(start, deadline)
+            hello = self._recv(deadline)
             if not hello.get("ready"):
                 raise _WorkerDied(f"worker did not start: {hello}")
         except BaseException:
@@ -245,9 +252,12 @@ class _Worker:
 
     def request(self, req: dict, timeout_s: float) -> dict:
         """Send one frame and wait for the answer; _WorkerDied if the worker fails or hangs."""
-        body = json.dumps(req).encode()
-        data = memoryview(struct.pack(">I", len(body)) + body)
         deadline = time.monotonic() + timeout_s
+        self._write(_frame(json.dumps(req).encode()), deadline)
+        return self._recv(deadline)
+
+    def _write(self, payload: bytes, deadline: float) -> None:
+        data = memoryview(payload)
         try:
             fd = self.proc.stdin.fileno()
             while data:
@@ -260,7 +270,6 @@ class _Worker:
                     pass
         except (OSError, ValueError) as exc:  # BrokenPipeError: it is gone
             raise _WorkerDied(f"cannot write to worker: {exc}") from exc
-        return self._recv(deadline)
 
     def _recv(self, deadline: float) -> dict:
         head = self._read_exact(4, deadline)

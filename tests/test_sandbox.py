@@ -335,6 +335,10 @@ def test_call_runs_a_prelude_function_as_a_program():
         assert (first.stdout, second.stdout) == ("hello a \n", "hello b \n")
     with pytest.raises(ValueError, match="module.function"):
         Call("greet")
+    # the configuration travels on the worker's stdin: a prelude larger than an argv string may be
+    big = {"big": "DATA = " + repr("x" * 300_000)}
+    with Sandbox(Limits(timeout_s=2.0), workers=1, isolation="bwrap", prelude=big) as box:
+        assert box.run("import big; print(len(big.DATA))").stdout == "300000\n"
     with Sandbox(workers=1) as box, pytest.raises(TypeError, match="sandbox.Call"):
         box.run(b"print(1)")  # type: ignore[arg-type]
 
