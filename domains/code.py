@@ -57,6 +57,7 @@ import sys
 import textwrap
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -615,44 +616,64 @@ class _CodeDomain(BaseDomain):
         return self.check_many([problem], [completion])[0]
 
     def check_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
+        """Verdicts in input order. Identical (problem, code) pairs run once, cached ones not at all.
+        Programs go to the sandbox in slices as they are built, so that its workers are busy while
+        the host still builds test harnesses (the first time a problem is seen, that is real work)."""
         if len(problems) != len(completions):
             raise ValueError(f"check_many: {len(problems)} problems but {len(completions)} completions")
         verdicts: list[Verdict | None] = [None] * len(problems)
-        if len(problems) > 1 and hasattr(self.sandbox, "start"):
-            self.sandbox.start()  # workers boot while the programs are built
+        sandbox = self.sandbox
+        if len(problems) > 1 and hasattr(sandbox, "start"):
+            sandbox.start()  # workers boot while the first programs are built
+        as_call = getattr(sandbox, "prelude", {}).get(HARNESS_MODULE) == harness_prelude()[HARNESS_MODULE]
         todo: dict[str, list[int]] = {}  # cache key -> indices (identical programs run once)
-        plans: dict[str, tuple[str, HarnessSpec]] = {}
-        for i, (p, c) in enumerate(zip(problems, completions)):
-            try:
-                solution, spec = self.solution_and_spec(p, c)
-            except Exception as exc:  # a problem we cannot build a harness for: verifier error
-                verdicts[i] = Verdict.error(f"cannot build the test program: {type(exc).__name__}: {exc}")
-                continue
-            key = self._cache_key(p.problem_id, solution, spec)
-            cached = self._cache_get(key)
-            if cached is not None:
-                verdicts[i] = cached
-                continue
-            todo.setdefault(key, []).append(i)
-            plans[key] = (solution, spec)
-        if todo:
-            keys = list(todo)
-            nonces = [secrets.token_hex(8) for _ in keys]
-            sandbox = self.sandbox
-            if getattr(sandbox, "prelude", {}).get(HARNESS_MODULE) == harness_prelude()[HARNESS_MODULE]:
-                programs: list[Program] = [harness_call(*plans[k], nonce=n) for k, n in zip(keys, nonces)]
-            else:  # a sandbox passed in without our prelude: the harness travels with each program
-                programs = [harness_program(*plans[k], nonce=n) for k, n in zip(keys, nonces)]
-            results = sandbox.run_many(programs, self.limits)
-            for key, nonce, r in zip(keys, nonces, results):
+        plans: dict[str, tuple[str, HarnessSpec, str]] = {}  # cache key -> solution, spec, nonce
+        runs: list[tuple[list[str], Future[list[ExecResult]]]] = []
+        pending: list[str] = []
+
+        with ThreadPoolExecutor(4, thread_name_prefix="check") as pool:
+
+            def submit() -> None:
+                keys = list(pending)
+                pending.clear()
+                if as_call:
+                    programs: list[Program] = [harness_call(*plans[k]) for k in keys]
+                else:  # a sandbox passed in without our prelude: the harness travels with each program
+                    programs = [harness_program(*plans[k]) for k in keys]
+                runs.append((keys, pool.submit(sandbox.run_many, programs, self.limits)))
+
+            for i, (p, c) in enumerate(zip(problems, completions)):
                 try:
-                    v = verdict_from_run(plans[key][1], nonce, r, self.limits.timeout_s)
-                except Exception as exc:
-                    v = Verdict.error(f"verifier crashed: {type(exc).__name__}: {exc}")
-                if v.status != "error":  # infrastructure failures are worth retrying
-                    self._cache_put(key, v)
-                for i in todo[key]:
-                    verdicts[i] = v
+                    solution, spec = self.solution_and_spec(p, c)
+                except Exception as exc:  # a problem we cannot build a harness for: verifier error
+                    verdicts[i] = Verdict.error(f"cannot build the test program: {type(exc).__name__}: {exc}")
+                    continue
+                key = self._cache_key(p.problem_id, solution, spec)
+                if key in todo:
+                    todo[key].append(i)
+                    continue
+                cached = self._cache_get(key)
+                if cached is not None:
+                    verdicts[i] = cached
+                    continue
+                todo[key] = [i]
+                plans[key] = (solution, spec, secrets.token_hex(8))
+                pending.append(key)
+                if len(pending) >= _CHECK_SLICE << min(len(runs), 4):  # 32, 64, ... 512: start soon,
+                    submit()  # then keep batches big (small slices mean more round trips)
+            if pending:
+                submit()
+            for keys, future in runs:
+                for key, r in zip(keys, future.result()):
+                    spec, nonce = plans[key][1], plans[key][2]
+                    try:
+                        v = verdict_from_run(spec, nonce, r, self.limits.timeout_s)
+                    except Exception as exc:
+                        v = Verdict.error(f"verifier crashed: {type(exc).__name__}: {exc}")
+                    if v.status != "error":  # infrastructure failures are worth retrying
+                        self._cache_put(key, v)
+                    for i in todo[key]:
+                        verdicts[i] = v
         return [v if v is not None else Verdict.error("internal: no verdict") for v in verdicts]
 
     def _cache_key(self, problem_id: str, solution: str, spec: HarnessSpec) -> str:
@@ -679,9 +700,12 @@ class _CodeDomain(BaseDomain):
         return [dict(r) for r in datasets.load_dataset(str(self._source), self.hf_config, split=split)]
 
 
+_CHECK_SLICE = 32  # programs in check_many's first sandbox call; each next one doubles (to 512)
+
+
 @functools.lru_cache(maxsize=64)
-def _limits_key(limits: Limits) -> list:
-    return list(astuple(limits))
+def _limits_key(limits: Limits) -> tuple:
+    return astuple(limits)
 
 
 # ----------------------------------------------------------------------------- MBPP
