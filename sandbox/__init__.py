@@ -8,13 +8,24 @@
     ('ok', '1\\n', 'bwrap')
     ['ok', 'memory']
 
-Design: `Sandbox` keeps a pool of workers (default 2 per CPU). A worker is a small Python
+Design: `Sandbox` keeps a pool of workers (default one per CPU). A worker is a small Python
 fork-server (`_server.py`, stdlib only) started once inside its own bubblewrap container,
 with common stdlib modules imported, the compiler warmed up and optional trusted `prelude`
 modules (e.g. a test harness) loaded; each program is run by a forked child of that warm
 interpreter (about 1-2 ms of CPU instead of 10+ ms for a fresh bwrap + python). `run_many`
-spreads programs over the workers in small batches (one round trip per batch). Measured on
-MBPP test programs: see benchmarks/sandbox_throughput.py.
+spreads programs over the workers in batches (one round trip per batch, up to 32 programs);
+`start()` boots the workers in the background. A program is Python source or a `Call` of a
+prelude function with JSON arguments, which spares the child compiling a program and decoding
+its data (the code domains run their test harness that way):
+
+    >>> from sandbox import Call
+    >>> with Sandbox(prelude={"greet": "def hello(name):\\n    print('hello', name)\\n"}) as sb:
+    ...     sb.run(Call("greet.hello", {"name": "you"})).stdout
+    'hello you\\n'
+
+Where the time goes, per program (2 CPUs, Firecracker VM): the kernel's work for fork, exit
+and the copy-on-write faults of the child (~300 pages touched) dominates; the Python work is
+well under half. Measured on MBPP test programs: see benchmarks/sandbox_throughput.py.
 
 What is protected against (bubblewrap mode, `isolation="bwrap"`):
   * Network: a private network namespace with only its own loopback: nothing on the host

@@ -393,6 +393,7 @@ class Sandbox:
     def run(self, code: Program, limits: Limits | None = None) -> ExecResult:
         """Run one program (Python source, or a `Call`) and return its result. Never raises for a bad program."""
         self._check_open()
+        _check_programs([code])
         limits = limits or self.limits
         slot = self._slots.get()
         try:
@@ -403,6 +404,7 @@ class Sandbox:
     def run_many(self, programs: list[Program], limits: Limits | None = None) -> list[ExecResult]:
         """Run programs in parallel across the workers; results in input order."""
         self._check_open()
+        _check_programs(programs)
         limits = limits or self.limits
         results: list[ExecResult | None] = [None] * len(programs)
         lock = threading.Lock()
@@ -497,10 +499,8 @@ class Sandbox:
     def _request(self, program: Program, limits: Limits, nproc_base: int) -> dict:
         if isinstance(program, Call):
             what: dict[str, Any] = {"call": program.function, "kwargs": program.kwargs}
-        elif isinstance(program, str):
-            what = {"code": program}
         else:
-            raise TypeError(f"a program is Python source (str) or a sandbox.Call, got {type(program).__name__}")
+            what = {"code": program}
         return {
             **what,
             "timeout_s": limits.timeout_s,
@@ -547,6 +547,12 @@ class Sandbox:
         failed = ExecResult(status="error", returncode=None, stdout="", stderr="", duration_s=0.0,
                             isolation=self._isolation or self.mode, sandbox_error=f"sandbox worker failed: {error}")  # fmt: skip
         return [failed] * len(codes)
+
+
+def _check_programs(programs: list[Program]) -> None:
+    for i, program in enumerate(programs):
+        if not isinstance(program, (str, Call)):
+            raise TypeError(f"program {i} is a {type(program).__name__}: a program is Python source (str) or a sandbox.Call")
 
 
 def _to_result(res: dict, isolation: str) -> ExecResult:
