@@ -379,15 +379,15 @@ class _Collector:
 
 
 def _execute(req, cfg):
+    plan = _child_plan(req)  # first: a malformed request fails before anything is created
+    timeout_s, max_output = float(req["timeout_s"]), int(req["max_output_bytes"])
     _make_workdir(cfg)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
-    plan = _child_plan(req)
     # Prepared before the fork too: whatever the server first writes after it (while the child
     # still maps the same pages) costs a copy-on-write fault.
-    io_ = _Collector(out_r, err_r, st_r, int(req["max_output_bytes"]))
-    timeout_s = float(req["timeout_s"])
+    io_ = _Collector(out_r, err_r, st_r, max_output)
     killed_for = None  # None | "timeout" | "output"
     t0 = time.monotonic()
     pid = os.fork()
