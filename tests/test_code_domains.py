@@ -352,3 +352,24 @@ def test_precompiled_tests_and_their_fallbacks(mbpp, humaneval):
     )
     out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert out.stdout.strip() == "kept", out.stderr
+
+
+@needs_data
+@needs_bwrap
+def test_check_many_in_slices_runs_each_distinct_program_once(mbpp, monkeypatch):
+    """check_many hands programs to the sandbox in growing slices while it builds the rest;
+    a duplicate in a later slice waits for the first copy's verdict instead of running again."""
+    problems = mbpp.load("test", limit=60)
+    completions = [p.solution if i % 3 else p.solution + "\n# slice test\n" for i, p in enumerate(problems)]
+    sent: list[int] = []
+    real = mbpp.sandbox.run_many
+
+    def counting(programs, limits=None):
+        sent.append(len(programs))
+        return real(programs, limits)
+
+    monkeypatch.setattr(mbpp.sandbox, "run_many", counting)
+    mbpp._cache.clear()
+    verdicts = mbpp.check_many(problems * 2, completions * 2)  # the second half repeats the first
+    assert sent == [32, 28] and sum(sent) == 60  # slices of 32, then the rest; duplicates not sent
+    assert all(v.passed for v in verdicts) and verdicts[:60] == verdicts[60:]
