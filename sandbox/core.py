@@ -155,6 +155,21 @@ def _python_roots(python: str) -> list[str]:
     return sorted(r for r in roots if r and r != "/" and not r.startswith("/usr/") and r != "/usr")
 
 
+def _unreadable_to_others(paths: Iterable[str]) -> list[str]:
+    """Those of `paths` that a process of another uid cannot reach (a directory on the way
+    lacks o+x, or the path itself lacks o+r)."""
+    bad = []
+    for path in paths:
+        p = Path(path)
+        try:
+            ok = all(os.stat(d).st_mode & 0o001 for d in [*reversed(p.parents), p]) and os.stat(p).st_mode & 0o004
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(path)
+    return bad
+
+
 def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
     """bubblewrap command line: nothing of the host but /usr, /etc and the interpreter, read-only;
     no network; private pid/ipc/uts namespaces; a size-capped private tmpfs."""
@@ -364,6 +379,11 @@ class Sandbox:
         if self.mode == "rlimits" and isolation == "auto":
             log.warning("bubblewrap unavailable: sandbox falls back to rlimits-only isolation")
         self._python = python or _interpreter()
+        if self.mode == "rlimits" and os.geteuid() == 0 and (hidden := _unreadable_to_others(_python_roots(self._python))):
+            # (bwrap mode binds these directories with the parents made traversable)
+            log.warning("sandbox programs run as a throw-away uid that cannot read %s: only the preloaded "
+                        "modules are importable there; install bubblewrap, or use an interpreter installed "
+                        "outside private directories such as /root", ", ".join(hidden))  # fmt: skip
         self._preload = tuple(preload)
         self.prelude = dict(prelude or {})
         self._ro_paths = tuple(ro_paths)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from sandbox import Call, ExecResult, Limits, Sandbox, SandboxError, bwrap_available
-from sandbox.core import _UID_BASE
+from sandbox.core import _UID_BASE, _interpreter, _python_roots, _unreadable_to_others
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not available (apt-get install bubblewrap)")
 
@@ -395,3 +395,18 @@ def test_rlimits_fallback_basics(monkeypatch):
         assert sandbox_processes() == []
         env = box.run(f"import os; print({SECRET_NAME!r} in os.environ, sorted(os.environ))")
         assert env.stdout.startswith("False")
+
+
+def test_rlimits_mode_warns_when_programs_cannot_read_the_interpreter(tmp_path, caplog):
+    """As root without bubblewrap, programs run as a throw-away uid: an interpreter under a private
+    directory (pyenv in /root, say) then only offers its preloaded modules, and the pool says so."""
+    private = tmp_path / "private" / "py"
+    private.mkdir(parents=True)
+    (tmp_path / "private").chmod(0o700)
+    assert _unreadable_to_others([str(private), str(tmp_path / "missing")]) == [str(private), str(tmp_path / "missing")]
+    assert _unreadable_to_others(["/usr/lib"]) == []
+    hidden = _unreadable_to_others(_python_roots(_interpreter()))
+    with caplog.at_level("WARNING", logger="sandbox.core"):
+        Sandbox(workers=1, isolation="rlimits").close()
+    warned = any("cannot read" in r.getMessage() for r in caplog.records)
+    assert warned == bool(os.geteuid() == 0 and hidden)
