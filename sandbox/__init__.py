@@ -68,7 +68,9 @@ runs directly on the host with the same rlimits, the same timeout kill and subre
 a private network namespace where the kernel permits one, and (as root) the throw-away uid.
 It does NOT hide the host filesystem (world-readable files are readable, world-writable
 directories such as /tmp writable), has no pid namespace, and when not root cannot drop to a
-separate uid (a program could then signal other processes of the same user).
+separate uid (a program could then signal other processes of the same user). As root, the
+throw-away uid must be able to read the interpreter's install directory (a pyenv under /root
+cannot be read): otherwise only the preloaded modules import, and the pool logs a warning.
 Install bubblewrap (`apt-get install bubblewrap`) for real isolation.
 """
 
