@@ -344,11 +344,21 @@ def test_call_runs_a_prelude_function_as_a_program():
 
 
 @needs_bwrap
-def test_start_boots_workers_in_the_background():
+def test_start_boots_workers_in_the_background(monkeypatch):
+    import sandbox.core
+
+    release = threading.Event()
+    real_worker = sandbox.core._Worker
+
+    def held_worker(*args, **kwargs):  # a worker start that waits for the test's signal
+        assert release.wait(30)
+        return real_worker(*args, **kwargs)
+
+    monkeypatch.setattr(sandbox.core, "_Worker", held_worker)
     with Sandbox(Limits(timeout_s=2.0), workers=2, isolation="bwrap") as box:
-        t0 = time.monotonic()
-        box.start()
-        assert time.monotonic() - t0 < 0.05  # it does not wait for them
+        box.start()  # returns although neither worker can start yet
+        assert worker_tree(box) == {}
+        release.set()
         assert [r.stdout for r in box.run_many(["print(1)", "print(2)", "print(3)"])] == ["1\n", "2\n", "3\n"]
         deadline = time.time() + 10
         while len(worker_tree(box)) < 2 and time.time() < deadline:  # both start, used or not
