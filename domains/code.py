@@ -387,12 +387,10 @@ def harness_call(solution: str, spec: HarnessSpec, nonce: str) -> Call:
     return Call(f"{HARNESS_MODULE}.run", {"spec": {"solution": solution, **spec.payload()}, "nonce": nonce})
 
 
-def harness_program(solution: str, spec: HarnessSpec, nonce: str, *, prelude: bool = False) -> str:
-    """The program run in the sandbox. With `prelude`, the sandbox has `harness_prelude()` loaded."""
+def harness_program(solution: str, spec: HarnessSpec, nonce: str) -> str:
+    """The harness as a self-contained program, for a sandbox without `harness_prelude()`."""
     payload = json.dumps({"solution": solution, **spec.source_payload})
     call = f"_h.run(_json.loads({payload!r}), {nonce!r})\n"
-    if prelude:
-        return f"import json as _json\nimport {HARNESS_MODULE} as _h\n{call}"
     return f"import json as _json, types as _types\n_h = _types.ModuleType({HARNESS_MODULE!r})\nexec({_HARNESS!r}, _h.__dict__)\n{call}"
 
 
@@ -633,14 +631,19 @@ class _CodeDomain(BaseDomain):
 
         with ThreadPoolExecutor(4, thread_name_prefix="check") as pool:
 
-            def submit() -> None:
+            def submit(inline: bool = False) -> None:
                 keys = list(pending)
                 pending.clear()
                 if as_call:
                     programs: list[Program] = [harness_call(*plans[k]) for k in keys]
                 else:  # a sandbox passed in without our prelude: the harness travels with each program
                     programs = [harness_program(*plans[k]) for k in keys]
-                runs.append((keys, pool.submit(sandbox.run_many, programs, self.limits)))
+                if inline:  # the last slice: this thread would only wait anyway
+                    done: Future[list[ExecResult]] = Future()
+                    done.set_result(sandbox.run_many(programs, self.limits))
+                    runs.append((keys, done))
+                else:
+                    runs.append((keys, pool.submit(sandbox.run_many, programs, self.limits)))
 
             for i, (p, c) in enumerate(zip(problems, completions)):
                 try:
@@ -662,7 +665,7 @@ class _CodeDomain(BaseDomain):
                 if len(pending) >= _CHECK_SLICE << min(len(runs), 4):  # 32, 64, ... 512: start soon,
                     submit()  # then keep batches big (small slices mean more round trips)
             if pending:
-                submit()
+                submit(inline=True)
             for keys, future in runs:
                 for key, r in zip(keys, future.result()):
                     spec, nonce = plans[key][1], plans[key][2]

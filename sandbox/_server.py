@@ -274,22 +274,18 @@ def _workdir(cfg):
     return os.path.join(cfg["workdir_base"], "run")
 
 
-def _make_workdir(cfg):
+def _make_workdir():
     """A fresh private working directory owned by the program's uid."""
-    workdir = _workdir(cfg)
-    os.mkdir(workdir, 0o700)
-    uid = cfg.get("uid")
-    if uid is not None:
-        os.chown(workdir, uid, uid)
-    return workdir
+    os.mkdir(_WORKDIR, 0o700)
+    if _UID is not None:
+        os.chown(_WORKDIR, _UID, _UID)
 
 
 def _clean_workdir(cfg):
     """Remove everything the program wrote. Cheap when it wrote nothing (the common case);
     otherwise done by a child running as the program's uid, since the server has no
     DAC-override capability to descend into the program's private directories."""
-    base = cfg["workdir_base"]
-    workdir = _workdir(cfg)
+    base, workdir, uid = cfg["workdir_base"], _WORKDIR, _UID
     try:
         os.rmdir(workdir)
         return
@@ -299,7 +295,6 @@ def _clean_workdir(cfg):
     if pid == 0:
         code = 0
         try:
-            uid = cfg.get("uid")
             if uid is not None:
                 os.setgroups([])
                 os.setgid(uid)
@@ -381,7 +376,7 @@ class _Collector:
 def _execute(req, cfg):
     plan = _child_plan(req)  # first: a malformed request fails before anything is created
     timeout_s, max_output = float(req["timeout_s"]), int(req["max_output_bytes"])
-    _make_workdir(cfg)
+    _make_workdir()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
@@ -493,7 +488,7 @@ def _probe_unshare_net():
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def _prepare_stdio(cfg):
+def _prepare_stdio():
     """Move the host protocol off fds 0/1 and set up, once, what every child inherits: fds 0-2
     wrapped by fresh sys.std* objects (the server never writes through them, so their buffers
     stay empty), stdin on /dev/null, and the program's environment."""
@@ -510,7 +505,7 @@ def _prepare_stdio(cfg):
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
     )
     sys.argv = [""]
-    workdir = _workdir(cfg)
+    workdir = _WORKDIR
     os.environ.clear()
     os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
     return proto_in, proto_out
@@ -579,7 +574,7 @@ def main():
             pass
     os.makedirs(cfg["workdir_base"], exist_ok=True)
     netns = bool(cfg.get("unshare_net")) and _probe_unshare_net()
-    rfd, wfd = _prepare_stdio(cfg)
+    rfd, wfd = _prepare_stdio()
     _load_prelude(cfg.get("prelude", {}))
     _warm_up()
     import gc

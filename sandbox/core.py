@@ -480,7 +480,7 @@ class Sandbox:
         try:
             if self._closed:
                 return
-            worker = _Worker(self.mode, self._python, self._preload, self.prelude, self._ro_paths, self.limits.tmp_mb)
+            worker = self._new_worker()
         except Exception as exc:  # the slot stays empty: its next program starts (and reports) it
             log.warning("sandbox worker did not start in the background: %s", exc)
         else:
@@ -531,10 +531,13 @@ class Sandbox:
             "nproc": limits.max_processes + nproc_base,
         }
 
+    def _new_worker(self) -> _Worker:
+        """(On a spawner thread.) A new worker for this pool."""
+        return _Worker(self.mode, self._python, self._preload, self.prelude, self._ro_paths, self.limits.tmp_mb)
+
     def _start_worker(self) -> _Worker:
-        args = (self.mode, self._python, self._preload, self.prelude, self._ro_paths, self.limits.tmp_mb)
         try:
-            future = self._spawner.submit(_Worker, *args)
+            future = self._spawner.submit(self._new_worker)
         except RuntimeError as exc:  # the spawner was shut down by close()
             raise SandboxError("sandbox is closed") from exc
         return future.result()
