@@ -4,12 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
-export DO_NOT_TRACK := 1
-export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast smoke-presets report-screenshot clean test-vllm serve
+.PHONY: setup demo lint format test test-fast smoke-presets report-screenshot clean test-vllm serve
 
 setup: $(STAMP)
 
@@ -28,7 +24,17 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/pidistill demo
 
-test: setup
+# Formatting, lint and types: part of `make test` (and so of CI).
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -12,9 +12,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--window-size=1200,1800"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1200,1800",
+]
 
 
 def chromium() -> str | None:
@@ -26,8 +35,12 @@ def screenshot(page: Path, out: Path, timeout: float = 90) -> Path:
     if exe is None:
         raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={out.resolve()}",
-                        page.resolve().as_uri()], check=True, capture_output=True, timeout=timeout)
+        subprocess.run(
+            [exe, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={out.resolve()}", page.resolve().as_uri()],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
     if not out.exists() or out.stat().st_size == 0:
         raise RuntimeError(f"chromium wrote no screenshot of {page}")
     return out

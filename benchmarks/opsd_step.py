@@ -19,7 +19,6 @@ from experiments.config import OPSDConfig, TinyModelConfig
 from models.loading import load_model, load_tokenizer
 from models.tiny import ensure_tiny_model
 from models.training.opsd import opsd_loss, rollouts_for
-from tasks.retry import make_pi
 
 
 def sft_step(model, tok, opt, texts: list[str], prompts: list[str]) -> None:
@@ -62,7 +61,7 @@ def main() -> None:
     for step in range(args.steps + 1):
         t0 = time.perf_counter()
         model.eval()
-        rollouts = rollouts_for(model, tok, domain, problems, cfg, make_pi, seed=step, max_new_tokens=48)
+        rollouts = rollouts_for(model, tok, domain, problems, cfg, seed=step, max_new_tokens=48)
         t1 = time.perf_counter()
         model.train()
         loss = opsd_loss(model, teacher, tok, rollouts, cfg)
@@ -75,8 +74,10 @@ def main() -> None:
     opsd = sum(timings.values()) / args.steps
     print(f"tiny model, batch {args.batch}, {args.steps} steps, {torch.get_num_threads()} threads")
     print(f"  SFT step   {sft * 1000:8.1f} ms")
-    print(f"  OPSD step  {opsd * 1000:8.1f} ms  (rollouts {timings['rollout'] / args.steps * 1000:.1f} ms, "
-          f"student+teacher forward/backward {timings['loss+step'] / args.steps * 1000:.1f} ms)")
+    print(
+        f"  OPSD step  {opsd * 1000:8.1f} ms  (rollouts {timings['rollout'] / args.steps * 1000:.1f} ms, "
+        f"student+teacher forward/backward {timings['loss+step'] / args.steps * 1000:.1f} ms)"
+    )
     print(f"  OPSD / SFT = {opsd / sft:.1f}x")
 
 

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from cli.env import offline_defaults
+
+offline_defaults()
 
 
 def main() -> int:
@@ -64,24 +64,33 @@ def main() -> int:
     server_s = time.perf_counter() - t0
     print(f"one-time: tiny model {model_s:.1f} s, Prefect start-up {server_s:.1f} s; home {home_dir()}")
 
-    def timed_rounds(label: str, run_round) -> tuple[float, float]:  # noqa: ANN001
+    def timed_rounds(label: str, run_round) -> tuple[float, float]:
         run_id, ref = new_run_id(f"overhead-{label}"), base
         walls, works = 0.0, 0.0
         for r in range(1, args.rounds + 1):
             t0 = time.perf_counter()
             ref = run_round(run_id, r, ref)
             wall = time.perf_counter() - t0
-            st = query("SELECT stage, count(*) n, sum(seconds) s FROM stages WHERE run_id = $run_id AND round = $round "
-                       "GROUP BY stage ORDER BY s DESC", params={"run_id": run_id, "round": r})  # fmt: skip
+            st = query(
+                "SELECT stage, count(*) n, sum(seconds) s FROM stages WHERE run_id = $run_id AND round = $round "
+                "GROUP BY stage ORDER BY s DESC",
+                params={"run_id": run_id, "round": r},
+            )
             work = float(st.s.sum())
             walls, works = walls + wall, works + work
-            parts = ", ".join(f"{row.stage} {row.s:.1f}s" + (f" (x{row.n})" if row.n > 1 else "") for row in st.itertuples())
-            print(f"[{label}] round {r}: wall {wall:.2f} s, stages' own work {work:.2f} s [{parts}]; "
-                  f"overhead {wall - work:.2f} s = {100 * (wall - work) / wall:.2f} %")
+            parts = ", ".join(
+                f"{row.stage} {row.s:.1f}s" + (f" (x{row.n})" if row.n > 1 else "") for row in st.itertuples()
+            )
+            print(
+                f"[{label}] round {r}: wall {wall:.2f} s, stages' own work {work:.2f} s [{parts}]; "
+                f"overhead {wall - work:.2f} s = {100 * (wall - work) / wall:.2f} %"
+            )
         return walls, works
 
     # As pidistill runs it: each round a Prefect subflow (one flow run per round in the UI).
-    sub_wall, sub_work = timed_rounds("subflow", lambda run_id, r, ref: round_flow(cfg, run_id, args.arm, 0, r, ref, base))
+    sub_wall, sub_work = timed_rounds(
+        "subflow", lambda run_id, r, ref: round_flow(cfg, run_id, args.arm, 0, r, ref, base)
+    )
 
     # The same rounds with the round's body called inside one parent flow run: the tasks' own cost only.
     @flow(name="overhead-inline")
@@ -90,8 +99,10 @@ def main() -> int:
 
     in_wall, in_work = inline()
     for label, wall, work in (("round subflows", sub_wall, sub_work), ("tasks only (inline)", in_wall, in_work)):
-        print(f"{label:>20}: {wall:6.1f} s wall vs {work:6.1f} s of stage work: overhead {100 * (wall - work) / wall:5.2f} % "
-              f"(target < 3 %), ratio wall/work {wall / work:.3f}")
+        print(
+            f"{label:>20}: {wall:6.1f} s wall vs {work:6.1f} s of stage work: overhead {100 * (wall - work) / wall:5.2f} % "
+            f"(target < 3 %), ratio wall/work {wall / work:.3f}"
+        )
     return 0
 
 

@@ -49,8 +49,12 @@ def main() -> None:
     ap.add_argument("--one-at-a-time-prompts", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=64, help="HF batched: sequences per generate call")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for the HF rows (vLLM's CPU engine picks its own); 0 = torch's default")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the HF rows (vLLM's CPU engine picks its own); 0 = torch's default",
+    )
     ap.add_argument("--no-vllm", action="store_true")
     args = ap.parse_args()
 
@@ -70,8 +74,11 @@ def main() -> None:
     domain = get_domain("arith")
     prompts = [domain.prompt(p) for p in domain.load("test", limit=args.prompts)]
     kw = dict(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, stop=tuple(domain.stop))
-    print(f"model {args.model}: {len(prompts)} arith prompts x n={args.n}, max_new_tokens={args.max_new_tokens}, "
-          f"stop={list(domain.stop)}, torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
+    print(
+        f"model {args.model}: {len(prompts)} arith prompts x n={args.n}, max_new_tokens={args.max_new_tokens}, "
+        f"stop={list(domain.stop)}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     rows = []
 
     hf = HFSampler(args.model, device=args.device, batch_size=args.batch_size)
@@ -81,13 +88,15 @@ def main() -> None:
     for i, p in enumerate(few):
         for j in range(args.n):
             tokens += _tokens(hf.generate([p], n=1, seed=i * args.n + j, **kw))
-    rows.append(_row("hf one-at-a-time", tokens, time.perf_counter() - t, len(few) * args.n,
-                     f"first {len(few)} prompts"))  # fmt: skip
+    rows.append(
+        _row("hf one-at-a-time", tokens, time.perf_counter() - t, len(few) * args.n, f"first {len(few)} prompts")
+    )
     print(f"  done: {rows[-1]['name']}", flush=True)
     t = time.perf_counter()
     out = hf.generate(prompts, n=args.n, seed=0, **kw)
-    rows.append(_row(f"hf batched (batch_size {args.batch_size})", _tokens(out), time.perf_counter() - t,
-                     len(prompts) * args.n))  # fmt: skip
+    rows.append(
+        _row(f"hf batched (batch_size {args.batch_size})", _tokens(out), time.perf_counter() - t, len(prompts) * args.n)
+    )
     hf.close()
     print(f"  done: {rows[-1]['name']}", flush=True)
 
@@ -103,8 +112,15 @@ def main() -> None:
         vs.generate(prompts[:2], n=1, **kw)  # warm-up
         t = time.perf_counter()
         out = vs.generate(prompts, n=args.n, seed=0, **kw)
-        rows.append(_row("vllm", _tokens(out), time.perf_counter() - t, len(prompts) * args.n,
-                         f"engine start {start:.1f}s, {vs.device}"))  # fmt: skip
+        rows.append(
+            _row(
+                "vllm",
+                _tokens(out),
+                time.perf_counter() - t,
+                len(prompts) * args.n,
+                f"engine start {start:.1f}s, {vs.device}",
+            )
+        )
         t = time.perf_counter()
         vs.close()
         rows[-1]["note"] += f", close {time.perf_counter() - t:.1f}s"
@@ -116,8 +132,10 @@ def main() -> None:
             print(f"{r['name']:<28} {'':>9} {'':>7} {'':>8} {'':>9} {'':>6}  {r['note']}")
             continue
         tps = r["tokens"] / r["seconds"]
-        print(f"{r['name']:<28} {r['sequences']:>9} {r['tokens']:>7} {r['seconds']:>8.2f} {tps:>9.1f} "
-              f"{tps / base:>5.1f}x  {r['note']}")  # fmt: skip
+        print(
+            f"{r['name']:<28} {r['sequences']:>9} {r['tokens']:>7} {r['seconds']:>8.2f} {tps:>9.1f} "
+            f"{tps / base:>5.1f}x  {r['note']}"
+        )
 
 
 if __name__ == "__main__":  # vLLM starts its engine in spawned processes: they re-import this file

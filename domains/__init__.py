@@ -1,9 +1,9 @@
 """Problem domains behind one protocol (`domains.base.Domain`).
 
-    >>> from domains import get_domain
-    >>> d = get_domain("gsm8k")                              # ../shared/data/gsm8k (or $PIDISTILL_DATA)
-    >>> d = get_domain("gsm8k", path="other/test.jsonl")     # same format, another file: one split, as-is
-    >>> d = get_domain("gsm8k", path="openai/gsm8k")         # an HF dataset name (needs the hub)
+>>> from domains import get_domain
+>>> d = get_domain("gsm8k")                              # ../shared/data/gsm8k (or $PIDISTILL_DATA)
+>>> d = get_domain("gsm8k", path="other/test.jsonl")     # same format, another file: one split, as-is
+>>> d = get_domain("gsm8k", path="openai/gsm8k")         # an HF dataset name (needs the hub)
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from domains.base import BaseDomain, Domain, PrivilegedInfo, Problem, Verdict, safe_check
+from domains.base import BaseDomain, Domain, Problem, Verdict, safe_check
+from domains.data import DomainError
+from domains.pi import PIUnavailable, PrivilegedInfo
 
 __all__ = [
     "BaseDomain",
     "Domain",
     "DomainError",
+    "PIUnavailable",
     "PrivilegedInfo",
     "Problem",
     "Verdict",
@@ -37,10 +40,6 @@ _REGISTRY: dict[str, str] = {
     "humaneval": "domains.code:HumanEvalDomain",
     "minif2f": "domains.lean:MiniF2FDomain",
 }
-
-
-class DomainError(ValueError):
-    """A domain cannot be built or loaded (unknown name, missing data file, bad row)."""
 
 
 def domain_names() -> list[str]:

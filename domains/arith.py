@@ -13,17 +13,17 @@ by construction and any number of either can be drawn.
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from domains.base import Problem, stable_hash
 from domains.numeric import NumericAnswerDomain
+from storage.ids import hash_hex, hash_int
 
 TEST_FRACTION_PER_MILLE = 200  # 20 % of all expressions belong to the test split
 
 
 def _split_of(expression: str) -> str:
-    bucket = int(hashlib.sha256(expression.encode()).hexdigest()[:8], 16) % 1000
+    bucket = hash_int(expression) % 1000
     return "test" if bucket < TEST_FRACTION_PER_MILLE else "train"
 
 
@@ -70,7 +70,7 @@ class ArithDomain(NumericAnswerDomain):
             seen.add(text)
             problems.append(
                 Problem(
-                    problem_id=f"arith-{hashlib.sha256(text.encode()).hexdigest()[:8]}",
+                    problem_id=f"arith-{hash_hex(text, n=8)}",
                     domain=self.name,
                     question=f"What is {text}?",
                     answer=str(value),
@@ -81,4 +81,6 @@ class ArithDomain(NumericAnswerDomain):
         return problems
 
     def data_hash(self) -> str:
-        return stable_hash({"domain": "arith", "seed": self.seed, "max_ops": self.max_ops, "max_operand": self.max_operand})
+        return stable_hash(
+            {"domain": "arith", "seed": self.seed, "max_ops": self.max_ops, "max_operand": self.max_operand}
+        )

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from domains.pi import PIUnavailable, PrivilegedInfo
 
 VerdictStatus = Literal["pass", "fail", "error", "timeout"]
 VERDICT_STATUSES: tuple[str, ...] = ("pass", "fail", "error", "timeout")
@@ -68,21 +71,13 @@ class Verdict:
             raise ValueError(f"Verdict.passed=True needs status 'pass', got {self.status!r}")
 
     @classmethod
-    def error(cls, feedback: str) -> "Verdict":
+    def crashed(cls, exc: BaseException) -> Verdict:
+        """The verdict when the checker itself raised: an error, counted apart from wrong answers."""
+        return cls.error(f"verifier crashed: {type(exc).__name__}: {exc}")
+
+    @classmethod
+    def error(cls, feedback: str) -> Verdict:
         return cls(status="error", passed=False, score=0.0, feedback=feedback[:2000])
-
-
-@dataclass(frozen=True)
-class PrivilegedInfo:
-    """Extra information shown in a prompt but never in a training prompt.
-
-    kind names what it is (`correct_answer`, `wrong_answer`, `gibberish`,
-    `previous_attempt`, `verifier_feedback`, `self_diagnosis`, `skeleton`,
-    `reference_solution`, `none`); text is what the prompt carries.
-    """
-
-    kind: str
-    text: str = ""
 
 
 @runtime_checkable
@@ -90,6 +85,7 @@ class Domain(Protocol):
     """A problem domain. See module docstring."""
 
     name: str
+    stop: tuple[str, ...]  # strings that end a completion (sampler stop sequences)
 
     def load(self, split: Split, limit: int | None = None) -> list[Problem]:
         """Problems of `split` in a fixed order, at most `limit` of them."""
@@ -111,16 +107,50 @@ class Domain(Protocol):
         """A hash of the data this domain reads (file contents, generator recipe)."""
         ...
 
+    def preflight(self) -> None:
+        """Raise unless this domain can run here (e.g. Lean installed); writes nothing."""
+        ...
+
+    def reference_answer(self, problem: Problem) -> str:
+        """The reference answer (correct_answer PI); PIUnavailable when there is none."""
+        ...
+
+    def wrong_answer(self, problem: Problem, rng: random.Random) -> str | None:
+        """A plausible wrong answer (wrong_answer PI), or None: use another problem's answer."""
+        ...
+
+    def skeleton(self, problem: Problem) -> str:
+        """The outline of a reference proof (skeleton PI); PIUnavailable where there is none."""
+        ...
+
 
 class BaseDomain:
     """Shared plumbing: `check_many` that maps `check` and turns any exception
-    into an ERROR verdict, and file hashing for `data_hash`."""
+    into an ERROR verdict, and the defaults of the optional parts of `Domain`
+    (no preflight, no own wrong answer, no proof skeleton)."""
 
     name = "base"
     stop: tuple[str, ...] = ()
 
     def check(self, problem: Problem, completion: str) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def preflight(self) -> None:
+        """Nothing to check beyond loading the data (which preflight does for every domain)."""
+
+    def reference_answer(self, problem: Problem) -> str:
+        if problem.answer or problem.solution:
+            return problem.answer or problem.solution
+        raise PIUnavailable(f"{self.name} has no reference answer for {problem.problem_id}")
+
+    def wrong_answer(self, problem: Problem, rng: random.Random) -> str | None:
+        """None: this domain has no perturbation of its own, so `domains.pi.wrong_answer`
+        falls back to another problem's reference answer (not an exception: an override's
+        PIUnavailable must still mean "unavailable", not "use the fallback")."""
+        return None
+
+    def skeleton(self, problem: Problem) -> str:
+        raise PIUnavailable(f"{self.name} has no proof skeletons (skeleton PI is for Lean)")
 
     def check_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         if len(problems) != len(completions):
@@ -133,7 +163,7 @@ def safe_check(domain: Any, problem: Problem, completion: str) -> Verdict:
     try:
         return domain.check(problem, completion)
     except Exception as exc:  # a verifier bug is an error, never a wrong answer
-        return Verdict.error(f"verifier crashed: {type(exc).__name__}: {exc}")
+        return Verdict.crashed(exc)
 
 
 def file_sha256(*paths: Path | str) -> str:
@@ -150,27 +180,3 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     """A short hex digest of a JSON-serialisable object, independent of dict order."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
-
-
-# How each kind of privileged information reads in a prompt. Domains put this
-# block between the problem and the answer cue; the stored prompt shows it.
-PI_TEMPLATES: dict[str, str] = {
-    "none": "Your previous answer was wrong. Try again.",
-    "correct_answer": "Your previous answer was wrong. Hint: the correct final answer is {text}. Try again.",
-    "wrong_answer": "Your previous answer was wrong. Hint: the final answer might be {text}. Try again.",
-    "gibberish": "Your previous answer was wrong. Hint: {text}. Try again.",
-    "previous_attempt": "Your previous attempt was wrong:\n{text}\nTry again.",
-    "verifier_feedback": "Your previous attempt was wrong. The checker said:\n{text}\nTry again.",
-    "self_diagnosis": "Your previous attempt was wrong. What went wrong:\n{text}\nTry again.",
-    "skeleton": "Your previous attempt was wrong. A proof can follow this outline:\n{text}\nTry again.",
-    "reference_solution": "Here is a reference solution:\n{text}\nNow write your own solution.",
-}
-
-
-def pi_section(pi: PrivilegedInfo | None) -> str:
-    """The privileged-information block of a prompt ("" when there is none)."""
-    if pi is None:
-        return ""
-    if pi.kind not in PI_TEMPLATES:
-        raise ValueError(f"unknown pi kind {pi.kind!r}; known: {', '.join(sorted(PI_TEMPLATES))}")
-    return PI_TEMPLATES[pi.kind].format(text=pi.text.strip())

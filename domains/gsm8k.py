@@ -14,20 +14,16 @@ Where the data comes from (`path`):
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from domains import DomainError, data_root
 from domains.base import Problem, file_sha256, stable_hash
+from domains.data import looks_like_path, read_jsonl
 from domains.numeric import NumericAnswerDomain, normalize_number
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
-
-
-def _looks_like_path(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or path.endswith((".jsonl", ".json")) or Path(path).exists()
 
 
 class GSM8KDomain(NumericAnswerDomain):
@@ -40,7 +36,7 @@ class GSM8KDomain(NumericAnswerDomain):
         self.hf_config = hf_config
         if path is None:
             self._source: Path | str = data_root() / "gsm8k"
-        elif _looks_like_path(path):
+        elif looks_like_path(path):
             self._source = Path(path).expanduser()
         else:
             self._source = path  # HF dataset name
@@ -65,18 +61,7 @@ class GSM8KDomain(NumericAnswerDomain):
             import datasets  # only when asked for a hub dataset
 
             return list(datasets.load_dataset(str(self._source), self.hf_config, split=split))
-        rows = []
-        with open(f, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    row["question"], row["answer"]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise DomainError(f"{f}:{lineno}: not a gsm8k row ({exc!r})") from exc
-                rows.append(row)
-        return rows
+        return read_jsonl(f, ("question", "answer"), what="gsm8k row")
 
     def load(self, split: str, limit: int | None = None) -> list[Problem]:
         problems = []

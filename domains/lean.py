@@ -47,7 +47,6 @@ REPLs, default min(4, cores/2)), ``allow_native_decide`` (False), ``proofs_path`
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -55,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from domains import DomainError, data_root
-from domains.base import BaseDomain, PrivilegedInfo, Problem, Verdict, file_sha256, pi_section
+from domains.base import BaseDomain, Problem, Verdict, file_sha256
+from domains.data import read_jsonl
+from domains.pi import PIUnavailable, PrivilegedInfo, pi_section
 from lean_env.pool import ReplPool
 from lean_env.proofs import ProofVerdict, find_cheats, have_skeleton, judge_outcome, mask_comments, split_declaration
 from lean_env.repl import LeanNotFound, ReplConfig, preflight
@@ -74,15 +75,7 @@ def _read_proofs(path: Path) -> dict[str, str]:
     """Reference proofs: JSONL rows {"name": theorem name, "proof": the text after `:= by`}."""
     if not path.is_file():
         raise DomainError(f"minif2f: proofs file {path} not found")
-    proofs = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                proofs[row["name"]] = row["proof"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DomainError(f"{path}:{lineno}: not a proof row ({exc!r})") from exc
-    return proofs
+    return {row["name"]: row["proof"] for row in read_jsonl(path, ("name", "proof"), what="proof row")}
 
 
 class MiniF2FDomain(BaseDomain):
@@ -134,19 +127,7 @@ class MiniF2FDomain(BaseDomain):
 
     def _load_rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
-            rows = []
-            with open(self.path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DomainError(f"{self.path}:{lineno}: not JSON: {exc}") from exc
-                    missing = [k for k in ("name", "formal_statement", "header") if not isinstance(row.get(k), str)]
-                    if missing:
-                        raise DomainError(f"{self.path}:{lineno}: missing field(s) {', '.join(missing)}")
-                    rows.append(row)
+            rows = read_jsonl(self.path, ("name", "formal_statement", "header"), what="minif2f row", text_fields=True)
             self._rows = rows
         return self._rows
 
@@ -194,9 +175,9 @@ class MiniF2FDomain(BaseDomain):
     def skeleton(self, problem: Problem) -> str:
         """The `have` skeleton of the reference proof (needs the `proofs_path` option)."""
         if not problem.solution:
-            raise ValueError(
+            raise PIUnavailable(
                 f"no reference proof for {problem.problem_id}: skeleton PI needs domain.options.proofs_path "
-                "(JSONL rows {\"name\": ..., \"proof\": ...})"
+                '(JSONL rows {"name": ..., "proof": ...})'
             )
         return self.skeleton_pi(problem, problem.solution).text
 
@@ -284,7 +265,7 @@ class MiniF2FDomain(BaseDomain):
             try:
                 verdicts[i] = self._verdict(judge_outcome(outcome, codes[i], self.allow_native_decide))
             except Exception as exc:  # a verifier bug is an error, never a wrong answer
-                verdicts[i] = Verdict.error(f"verifier crashed: {type(exc).__name__}: {exc}")
+                verdicts[i] = Verdict.crashed(exc)
         return [v for v in verdicts if v is not None]
 
     def close(self) -> None:

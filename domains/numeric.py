@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from domains.base import BaseDomain, PrivilegedInfo, Problem, Verdict, pi_section
+from domains.base import BaseDomain, Problem, Verdict
+from domains.pi import PrivilegedInfo, pi_section
 
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?|-?\$?\s*\.\d+")
 _ANSWER_IS = re.compile(r"answer is[:\s]*(.*)", re.IGNORECASE)
@@ -41,9 +42,8 @@ def extract_answer(completion: str) -> str | None:
     if "####" in completion:
         tail = completion.rsplit("####", 1)[1].strip().splitlines()
         return normalize_number(tail[0]) if tail else None
-    m = None
-    for m in _ANSWER_IS.finditer(completion):
-        pass
+    said = list(_ANSWER_IS.finditer(completion))
+    m = said[-1] if said else None  # the last "the answer is ..." counts
     if m and (found := normalize_number(m.group(1))):
         return found
     numbers = _NUMBER.findall(completion)

@@ -28,24 +28,16 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from domains.errors import NotRetryable
+from domains.pi import PIKind  # the kinds of privileged information (retry.feedback, train.opsd.pi)
+
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
-PIKind = Literal[
-    "none",
-    "correct_answer",
-    "wrong_answer",
-    "gibberish",
-    "previous_attempt",
-    "verifier_feedback",
-    "self_diagnosis",
-    "skeleton",
-    "reference_solution",
-]
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(NotRetryable, ValueError):
     """A config that does not validate; the message names the offending field."""
 
 
@@ -87,7 +79,7 @@ class TinyModelConfig(_Frozen):
     seed: int = Field(0, description="Seed of tokenizer corpus, init and data order.")
 
     @model_validator(mode="after")
-    def _window(self) -> "TinyModelConfig":
+    def _window(self) -> TinyModelConfig:
         if not self.target_low <= self.stop_at <= self.target_high:
             raise ValueError("need target_low <= stop_at <= target_high")
         if self.hidden_size % self.heads:
@@ -197,7 +189,9 @@ class OPSDConfig(_Frozen):
         None, ge=1, description="Divergence over the student's top-k tokens plus a tail bucket; empty = full vocab."
     )
     batch_size: int = Field(8, ge=1, description="Problems per OPSD step (one rollout each).")
-    steps: int | None = Field(None, ge=1, description="Optimizer steps; empty = train.epochs over the round's problems.")
+    steps: int | None = Field(
+        None, ge=1, description="Optimizer steps; empty = train.epochs over the round's problems."
+    )
     rollout_temperature: float = Field(1.0, ge=0, description="Temperature of the student's on-policy rollouts.")
     max_new_tokens: int | None = Field(None, ge=1, description="Rollout length; empty = sampling.max_new_tokens.")
 
@@ -252,16 +246,20 @@ class ScaleConfig(_Frozen):
         "on the Ray cluster at `ray_address` (prefect-ray's RayTaskRunner).",
     )
     shards: int = Field(
-        1, ge=1, le=4096,
+        1,
+        ge=1,
+        le=4096,
         description="Split each sample and verify stage into this many shards (contiguous, by problem). 1 with "
         "executor=local: the unsharded stages. More shards draw other (equally valid) random numbers than one; "
         "the same shards give the same completions wherever they run.",
-    )  # fmt: skip
+    )
     threads_per_shard: int = Field(
-        1, ge=1, le=1024,
+        1,
+        ge=1,
+        le=1024,
         description="torch CPU threads of a shard, pinned both locally and on Ray so both compute the same numbers; "
         "also the CPUs a shard reserves on Ray.",
-    )  # fmt: skip
+    )
     gpus_per_shard: float = Field(0.0, ge=0, description="executor=ray: GPUs a shard reserves (Ray num_gpus).")
     ray_address: str | None = Field(
         None,
@@ -291,7 +289,7 @@ class ScaleConfig(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _ray_only(self) -> "ScaleConfig":
+    def _ray_only(self) -> ScaleConfig:
         if self.executor == "local" and self.gpus_per_shard:
             raise ValueError("gpus_per_shard needs executor=ray (local shards use model.device)")
         return self
@@ -351,7 +349,7 @@ class ExperimentConfig(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _arms_resolve(self) -> "ExperimentConfig":
+    def _arms_resolve(self) -> ExperimentConfig:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique, got {names}")
@@ -362,7 +360,7 @@ class ExperimentConfig(_Frozen):
                 self.for_arm(arm.name)  # raises ConfigError naming arms[i].set.<key>
         return self
 
-    def for_arm(self, arm: str) -> "ExperimentConfig":
+    def for_arm(self, arm: str) -> ExperimentConfig:
         """The effective config of one arm: its overrides applied, `arms` narrowed to it
         (with an empty `set`: the overrides are in the fields now)."""
         index = next((i for i, a in enumerate(self.arms) if a.name == arm), None)
@@ -423,8 +421,11 @@ def smoke(config: ExperimentConfig) -> ExperimentConfig:
     if data["retry"]["model"]:
         data["retry"]["model"] = "tiny"
     for arm in data["arms"]:
-        arm["set"] = {k: ("tiny" if k == "retry.model" else v) for k, v in arm["set"].items()
-                      if not k.startswith(_SMOKE_ARM_DROPS) and k not in ("model", "domain")}
+        arm["set"] = {
+            k: ("tiny" if k == "retry.model" else v)
+            for k, v in arm["set"].items()
+            if not k.startswith(_SMOKE_ARM_DROPS) and k not in ("model", "domain")
+        }
     data["name"] = config.name
     return _validate(data, prefix="smoke: ")
 

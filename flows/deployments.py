@@ -89,21 +89,27 @@ def deployments() -> list[dict[str, Any]]:
     for name, overrides in SMOKE_PRESETS.items():
         cfg = load_config(name, overrides, smoke_scale=True)
         sets = "".join(f" --set {o}" for o in overrides)
-        desc = (f"The {name} preset at micro scale on CPU, about a minute (= `pidistill run {name} --smoke{sets}`): "
-                f"the tiny model, {cfg.domain.train_size} training and {cfg.domain.eval_size} held-out problems, "
-                f"{len(cfg.seeds)} seed(s), {cfg.rounds} round(s).")
+        desc = (
+            f"The {name} preset at micro scale on CPU, about a minute (= `pidistill run {name} --smoke{sets}`): "
+            f"the tiny model, {cfg.domain.train_size} training and {cfg.domain.eval_size} held-out problems, "
+            f"{len(cfg.seeds)} seed(s), {cfg.rounds} round(s)."
+        )
         out.append(_experiment_deployment(f"smoke-{name}", cfg, desc, ["smoke", cfg.domain.name]))
-    out.append({
-        "name": "nightly",
-        "description": (f"Reruns presets ({', '.join(NIGHTLY_PRESETS)}) every night and compares each arm's Δpp "
-                        "vs base with the previous night's (same experiment and config hash); regressions beyond "
-                        "the CI show in this run's artifacts and in `select * from nightly`."),
-        "entrypoint": NIGHTLY_ENTRYPOINT,
-        "tags": ["nightly"],
-        "work_pool": {"name": WORK_POOL},
-        "schedules": [{"cron": NIGHTLY_CRON, "timezone": NIGHTLY_TIMEZONE, "active": True}],
-        "parameters": {"presets": list(NIGHTLY_PRESETS), "smoke": NIGHTLY_SMOKE},
-    })
+    out.append(
+        {
+            "name": "nightly",
+            "description": (
+                f"Reruns presets ({', '.join(NIGHTLY_PRESETS)}) every night and compares each arm's Δpp "
+                "vs base with the previous night's (same experiment and config hash); regressions beyond "
+                "the CI show in this run's artifacts and in `select * from nightly`."
+            ),
+            "entrypoint": NIGHTLY_ENTRYPOINT,
+            "tags": ["nightly"],
+            "work_pool": {"name": WORK_POOL},
+            "schedules": [{"cron": NIGHTLY_CRON, "timezone": NIGHTLY_TIMEZONE, "active": True}],
+            "parameters": {"presets": list(NIGHTLY_PRESETS), "smoke": NIGHTLY_SMOKE},
+        }
+    )
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import Flow
@@ -30,15 +31,25 @@ from prefect.utilities.annotations import quote
 
 from domains import Problem
 from experiments.config import ExperimentConfig
+from storage.schema import Attempt
 from storage.writer import home_dir
-from tasks.common import RoundKey, checkpoint_path, resumable
+from tasks.keys import RoundKey
+from tasks.resume import checkpoint_path, resumable
 from tasks.sample import SampleRequest, sample
 from tasks.shards import split_requests
 from tasks.verify import check_error_rate, verify
 
 # Copied to every Ray worker when set here (besides PIDISTILL_HOME, always, and scale.forward_env).
-WORKER_ENV = ("PIDISTILL_MODEL_CACHE", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-              "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "PREFECT_API_URL")  # fmt: skip
+WORKER_ENV = (
+    "PIDISTILL_MODEL_CACHE",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+    "PREFECT_API_URL",
+)
 
 
 def sharded(cfg: ExperimentConfig) -> bool:
@@ -46,48 +57,104 @@ def sharded(cfg: ExperimentConfig) -> bool:
     return cfg.scale.shards > 1 or cfg.scale.executor == "ray"
 
 
-def sample_and_verify(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], level: int,
-                      model_ref: str, requests: list[SampleRequest]) -> list[dict]:  # fmt: skip
-    """Sample and verify one retry level's `requests` shard by shard; verified rows in request order."""
-    parts = split_requests(requests, cfg.scale.shards)
-    names = [(f"sample-{level}-s{s}", f"verify-{level}-s{s}") for s in range(len(parts))]
+def sample_and_verify(
+    cfg: ExperimentConfig,
+    key: RoundKey,
+    problems: dict[str, Problem],
+    level: int,
+    model_ref: str,
+    requests: list[SampleRequest],
+) -> list[Attempt]:
+    """Sample and verify one retry level's `requests` (once per run: checkpoint `verify-<level>`);
+    verified attempts in request order."""
+    return resumable(key, f"verify-{level}", _sample_and_verify, cfg, key, problems, level, model_ref, requests)
 
-    def problems_of(part: list[SampleRequest]) -> dict[str, Problem]:
-        return {r.problem.problem_id: problems[r.problem.problem_id] for r in part}
 
-    def named(task, name: str):  # noqa: ANN001, ANN202 - the task run shows its shard in the UI
-        return task.with_options(task_run_name=name)
+def _sample_and_verify(
+    cfg: ExperimentConfig,
+    key: RoundKey,
+    problems: dict[str, Problem],
+    level: int,
+    model_ref: str,
+    requests: list[SampleRequest],
+) -> list[Attempt]:
+    if not sharded(cfg):  # one task run per stage
+        rows = resumable(key, f"sample-{level}", sample, cfg, key, model_ref, quote(requests))
+        return verify(cfg, key, quote(problems), quote(rows))  # type: ignore[call-overload]  # Prefect unwraps quote()
+    return _sharded(cfg, key, problems, level, model_ref, requests)
 
-    out: list[dict] = []
+
+def _sharded(
+    cfg: ExperimentConfig,
+    key: RoundKey,
+    problems: dict[str, Problem],
+    level: int,
+    model_ref: str,
+    requests: list[SampleRequest],
+) -> list[Attempt]:
+    """Shard by shard, each its own task run and checkpoint, here or on Ray; verified rows in shard order."""
+    shards = [
+        _Shard(s, part, {r.problem.problem_id: problems[r.problem.problem_id] for r in part}, level)
+        for s, part in enumerate(split_requests(requests, cfg.scale.shards))
+    ]
     if cfg.scale.executor == "local":
-        for s, (part, (sample_name, verify_name)) in enumerate(zip(parts, names)):
-
-            def one_shard() -> list[dict]:  # called at once, in this iteration
-                rows = resumable(key, sample_name,
-                                 lambda: named(sample, sample_name)(cfg, key, model_ref, quote(part), shard=s))
-                return named(verify, verify_name)(cfg, key, quote(problems_of(part)), quote(rows), shard=s)
-
-            out += resumable(key, verify_name, one_shard)
+        out = [a for sh in shards for a in resumable(key, sh.verify_name, _local_shard, cfg, key, model_ref, sh)]
     else:
-        from prefect_ray.context import remote_options
-
-        futures: dict[int, tuple[Any, PrefectFuture]] = {}
-        with remote_options(num_cpus=cfg.scale.threads_per_shard, num_gpus=cfg.scale.gpus_per_shard):
-            for s, (part, (sample_name, verify_name)) in enumerate(zip(parts, names)):
-                if checkpoint_path(key, verify_name).exists():
-                    continue  # a resumed run: this shard is done
-                rows = (resumable(key, sample_name, _not_reached) if checkpoint_path(key, sample_name).exists()
-                        else named(sample, sample_name).submit(cfg, key, model_ref, part, shard=s))  # fmt: skip
-                # A future as an argument: Ray hands the rows from worker to worker, verify waits for them.
-                # (No quote() here: prefect-ray passes a quoted argument to the task still wrapped.)
-                verified = named(verify, verify_name).submit(cfg, key, problems_of(part), rows, shard=s)
-                futures[s] = (rows, verified)
-        for s, (sample_name, verify_name) in enumerate(names):  # gather in shard order, checkpoint each
-            rows, verified = futures.get(s, (None, None))
-            if isinstance(rows, PrefectFuture):
-                resumable(key, sample_name, rows.result)
-            out += resumable(key, verify_name, verified.result if verified is not None else _not_reached)
+        out = _ray_shards(cfg, key, model_ref, shards)
     check_error_rate(cfg, out)  # over the whole stage, as unsharded (shards do not check their own)
+    return out
+
+
+@dataclass(frozen=True)
+class _Shard:
+    index: int
+    requests: list[SampleRequest]
+    problems: dict[str, Problem]
+    level: int
+
+    @property
+    def sample_name(self) -> str:  # its checkpoint and task run name
+        return f"sample-{self.level}-s{self.index}"
+
+    @property
+    def verify_name(self) -> str:
+        return f"verify-{self.level}-s{self.index}"
+
+
+def _local_shard(cfg: ExperimentConfig, key: RoundKey, model_ref: str, shard: _Shard) -> list[Attempt]:
+    """One shard in this process: its sample (own checkpoint), then its verify."""
+    sample_task = sample.with_options(task_run_name=shard.sample_name)
+    rows = resumable(key, shard.sample_name, sample_task, cfg, key, model_ref, quote(shard.requests), shard=shard.index)
+    verify_task = verify.with_options(task_run_name=shard.verify_name)
+    return verify_task(cfg, key, quote(shard.problems), quote(rows), shard=shard.index)  # type: ignore[call-overload]
+
+
+def _ray_shards(cfg: ExperimentConfig, key: RoundKey, model_ref: str, shards: list[_Shard]) -> list[Attempt]:
+    """Every unfinished shard submitted to the round's RayTaskRunner at once; gathered in shard order."""
+    from prefect_ray.context import remote_options
+
+    futures: dict[int, tuple[Any, PrefectFuture]] = {}
+    with remote_options(num_cpus=cfg.scale.threads_per_shard, num_gpus=cfg.scale.gpus_per_shard):
+        for sh in shards:
+            if checkpoint_path(key, sh.verify_name).exists():
+                continue  # a resumed run: this shard is done
+            rows = (
+                resumable(key, sh.sample_name, _not_reached)
+                if checkpoint_path(key, sh.sample_name).exists()
+                else sample.with_options(task_run_name=sh.sample_name).submit(
+                    cfg, key, model_ref, sh.requests, shard=sh.index
+                )
+            )
+            # A future as an argument: Ray hands the rows from worker to worker, verify waits for them.
+            # (No quote() here: prefect-ray passes a quoted argument to the task still wrapped.)
+            verify_task = verify.with_options(task_run_name=sh.verify_name)
+            futures[sh.index] = (rows, verify_task.submit(cfg, key, sh.problems, rows, shard=sh.index))  # type: ignore[arg-type]  # a future: Prefect waits for it
+    out: list[Attempt] = []
+    for sh in shards:  # checkpoint each shard as it is gathered
+        rows, verified = futures.get(sh.index, (None, None))
+        if isinstance(rows, PrefectFuture):
+            resumable(key, sh.sample_name, rows.result)
+        out += resumable(key, sh.verify_name, verified.result if verified is not None else _not_reached)
     return out
 
 
@@ -132,8 +199,10 @@ def scaled(flow: Flow, cfg: ExperimentConfig) -> Callable[..., Any]:
     from prefect_ray import RayTaskRunner
 
     api_url = prefect_api_url()
-    runner = RayTaskRunner(address=cfg.scale.ray_address,
-                           init_kwargs={"runtime_env": {"env_vars": worker_env(cfg.scale.forward_env, api_url)}})  # fmt: skip
+    runner = RayTaskRunner(
+        address=cfg.scale.ray_address,
+        init_kwargs={"runtime_env": {"env_vars": worker_env(cfg.scale.forward_env, api_url)}},
+    )
     on_ray = flow.with_options(task_runner=runner)
 
     def run(*args: Any, **kwargs: Any) -> Any:

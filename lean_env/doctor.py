@@ -121,11 +121,13 @@ def doctor(
         rows.append(("mathlib", True, str(mathlib)))
 
     try:
-        config = ReplConfig(command=repl_command, project_dir=project)
+        config = ReplConfig(
+            command=tuple(repl_command) if isinstance(repl_command, list) else repl_command, project_dir=project
+        )
     except ValueError as exc:
         rows.append(("repl", False, f"bad repl command: {exc}"))
         return rows
-    cmd = list(config.command)
+    cmd = list(config.argv)
     if config.uses_lake and cmd[1:2] == ["env"] and len(cmd) >= 3:
         ok, where = _find_repl(project, lake, cmd[2])
         source = f"${COMMAND_ENV_VAR}" if repl_command is None and os.environ.get(COMMAND_ENV_VAR) else "command"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from lean_env.repl import CheckOutcome, LeanRepl, ReplConfig, ReplStartError
 
@@ -97,7 +97,7 @@ class ReplPool:
         for repl in self.repls:
             repl.close()
 
-    def __enter__(self) -> "ReplPool":
+    def __enter__(self) -> ReplPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

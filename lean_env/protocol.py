@@ -30,7 +30,7 @@ This module does no I/O; all subprocess handling lives in `lean_env.repl`.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Union
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -148,9 +148,9 @@ class UnpickleProofState(_Request):
     env: int | None = None
 
 
-Request = Union[
-    Command, FileCommand, ProofStep, PickleEnvironment, UnpickleEnvironment, PickleProofState, UnpickleProofState
-]
+Request = (
+    Command | FileCommand | ProofStep | PickleEnvironment | UnpickleEnvironment | PickleProofState | UnpickleProofState
+)
 
 # The REPL tries the input types in this order and takes the first whose
 # required fields are present (Lean's derived FromJson ignores extra keys).
@@ -186,7 +186,7 @@ def parse_request(data: dict[str, Any] | str, strict: bool = True) -> Request:
                 known = {f.alias or n for n, f in model.model_fields.items()}
                 data = {k: v for k, v in data.items() if k in known}
             try:
-                return model.model_validate(data)
+                return cast(Request, model.model_validate(data))
             except Exception as exc:
                 raise ProtocolError(f"bad {model.__name__} request {data!r}: {exc}") from exc
     raise ProtocolError(f"not a REPL command (no cmd/path/tactic/pickle field): {data!r}")
@@ -231,7 +231,7 @@ class Pos(_Response):
     line: int
     column: int
 
-    def __lt__(self, other: "Pos") -> bool:
+    def __lt__(self, other: Pos) -> bool:
         return (self.line, self.column) < (other.line, other.column)
 
 
@@ -319,7 +319,7 @@ class InfoTreeNode(_Response):
 
     kind: str
     node: TacticNode | TermNode | CommandNode | dict[str, Any] | None = None
-    children: tuple[Union["InfoTreeNode", InfoTreeHole], ...] = ()
+    children: tuple[InfoTreeNode | InfoTreeHole, ...] = ()
 
     @field_validator("node", mode="before")
     @classmethod
@@ -394,17 +394,18 @@ class LeanError(_Response):
     message: str
 
 
-Response = Union[CommandResponse, ProofStepResponse, LeanError]
+Response = CommandResponse | ProofStepResponse | LeanError
 
 
 def parse_response(data: dict[str, Any] | str, request: Request | None = None) -> Response:
     """Type a response; with `request` known, the shape follows the request
     kind (as in the REPL), otherwise it is inferred from the keys."""
     if isinstance(data, str):
+        text = data
         try:
-            data = json.loads(data)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ProtocolError(f"response is not JSON: {exc}: {data[:200]!r}") from exc
+            raise ProtocolError(f"response is not JSON: {exc}: {text[:200]!r}") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"response must be a JSON object, got {type(data).__name__}")
     try:

@@ -53,9 +53,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from lean_env.protocol import (
     Command,
@@ -185,8 +186,14 @@ class ReplConfig:
             raise ValueError("timeouts must be positive")
 
     @property
+    def argv(self) -> tuple[str, ...]:
+        """The command as split words (`command` is normalised to a tuple when the config is built)."""
+        assert isinstance(self.command, tuple)
+        return self.command
+
+    @property
     def uses_lake(self) -> bool:
-        return Path(self.command[0]).name == "lake"
+        return Path(self.argv[0]).name == "lake"
 
 
 def _search_path(config: ReplConfig) -> str:
@@ -198,20 +205,17 @@ def _search_path(config: ReplConfig) -> str:
 def preflight(config: ReplConfig) -> str:
     """Check that the REPL can be started at all (no process is run) and return
     the resolved executable. Raises LeanNotFound with what is missing."""
-    exe = config.command[0]
+    exe = config.argv[0]
     project = config.project_dir
-    if config.uses_lake:
-        if project is None:
-            raise LeanNotFound(
-                f"no Lean project configured: set ${PROJECT_ENV_VAR} (or the project_dir option) to a Lake "
-                "project with Mathlib and the REPL built"
-            )
+    if config.uses_lake and project is None:
+        raise LeanNotFound(
+            f"no Lean project configured: set ${PROJECT_ENV_VAR} (or the project_dir option) to a Lake "
+            "project with Mathlib and the REPL built"
+        )
     if project is not None:
         if not Path(project).is_dir():
             raise LeanNotFound(f"Lean project directory {project} does not exist")
-        if config.uses_lake and not any(
-            (Path(project) / f).is_file() for f in ("lakefile.lean", "lakefile.toml")
-        ):
+        if config.uses_lake and not any((Path(project) / f).is_file() for f in ("lakefile.lean", "lakefile.toml")):
             raise LeanNotFound(f"{project} is not a Lake project (no lakefile.lean / lakefile.toml)")
     if os.sep in exe:
         path = Path(exe).expanduser()
@@ -332,7 +336,7 @@ class LeanRepl:
             if self._proc is not None:
                 self._reap()
             exe = preflight(self.config)
-            argv = [exe, *self.config.command[1:]]
+            argv = [exe, *self.config.argv[1:]]
             if self.config.memory_mb:
                 limit = str(int(self.config.memory_mb) << 20)
                 argv = [sys.executable, "-S", "-c", _RLIMIT_SHIM, self.config.rlimit, limit, *argv]
@@ -384,7 +388,7 @@ class LeanRepl:
             self._reap()
             self.start()
 
-    def __enter__(self) -> "LeanRepl":
+    def __enter__(self) -> LeanRepl:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -50,7 +50,7 @@ def load_tokenizer(model_ref: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_model(model_ref: str, device: str = "auto", dtype: str = "auto") -> torch.nn.Module:
+def load_model(model_ref: str, device: str = "auto", dtype: str = "auto") -> PreTrainedModel:
     quiet_libraries()
     device = resolve_device(device)
     base = adapter_base(model_ref)
@@ -59,15 +59,15 @@ def load_model(model_ref: str, device: str = "auto", dtype: str = "auto") -> tor
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, model_ref).merge_and_unload()
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers' `to` wrapper is typed for dtypes only
 
 
 def quiet_libraries() -> None:
     """No per-call progress bars or info chatter from transformers/datasets: stage logs say what happened."""
+    import warnings
+
     import datasets
     import transformers
-
-    import warnings
 
     # TRL's SFTConfig sets this deprecated field itself, once per trainer: not something a user can act on.
     warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -32,10 +31,11 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from domains.arith import ArithDomain
-from domains.base import PI_TEMPLATES, PrivilegedInfo, stable_hash
+from domains.base import stable_hash
+from domains.pi import PI_TEMPLATES, PrivilegedInfo
 from experiments.config import TinyModelConfig
 from models.sampling.hf import HFSampler
-from storage.writer import home_dir
+from storage.writer import folder_atomic, home_dir
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,9 @@ def greedy_pass_at_1(sampler: HFSampler, n: int = EVAL_PROBLEMS) -> float:
     """Greedy pass@1 on the first `n` arith test problems (the default eval split)."""
     domain = ArithDomain()
     problems = domain.load("test", limit=n)
-    outs = sampler.generate([domain.prompt(p) for p in problems], n=1, temperature=0.0, max_new_tokens=48, stop=domain.stop)
+    outs = sampler.generate(
+        [domain.prompt(p) for p in problems], n=1, temperature=0.0, max_new_tokens=48, stop=domain.stop
+    )
     verdicts = domain.check_many(problems, [o[0].text for o in outs])
     return sum(v.passed for v in verdicts) / len(problems)
 
@@ -167,7 +169,9 @@ def pretrain(recipe: TinyModelConfig, out_dir: Path) -> dict:
             tokenizer.padding_side = "right"
             history.append({"step": step, "loss": round(loss.item(), 4), "pass_at_1": score})
             log.info("tiny model pretraining: step %d loss %.3f pass@1 %.3f", step, loss.item(), score)
-            print(f"  tiny model pretraining: step {step:5d}  loss {loss.item():.3f}  base pass@1 {score:.3f}", flush=True)
+            print(
+                f"  tiny model pretraining: step {step:5d}  loss {loss.item():.3f}  base pass@1 {score:.3f}", flush=True
+            )
             if score >= recipe.stop_at:
                 break
     if not recipe.target_low <= score <= recipe.target_high:
@@ -196,18 +200,7 @@ def ensure_tiny_model(recipe: TinyModelConfig, home: Path | None = None) -> Path
     final = tiny_model_dir(recipe, home)
     if (final / "pretrain.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     print(f"Building the tiny model (recipe {recipe_hash(recipe)}) in {final} ...", flush=True)
-    try:
-        pretrain(recipe, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "pretrain.json").exists():  # not a concurrent builder that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with folder_atomic(final, replace=False) as work:  # a concurrent builder that finished first wins
+        pretrain(recipe, work)
     return final

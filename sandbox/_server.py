@@ -91,9 +91,14 @@ def _child_plan(req):
     mem = int(req["memory_mb"]) * 1024 * 1024
     cpu = int(req["timeout_s"]) + 2  # wall-clock timeout is the real limit; this is a backstop
     files = int(req["max_file_mb"]) * 1024 * 1024
-    limits = [(resource.RLIMIT_AS, (mem, mem)), (resource.RLIMIT_DATA, (mem, mem)),
-              (resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_FSIZE, (files, files)),
-              (resource.RLIMIT_NOFILE, (int(req["max_open_files"]),) * 2), (resource.RLIMIT_CORE, (0, 0))]  # fmt: skip
+    limits = [
+        (resource.RLIMIT_AS, (mem, mem)),
+        (resource.RLIMIT_DATA, (mem, mem)),
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (files, files)),
+        (resource.RLIMIT_NOFILE, (int(req["max_open_files"]),) * 2),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
     if req.get("nproc") is not None:
         limits.append((resource.RLIMIT_NPROC, (int(req["nproc"]),) * 2))
     main = types.ModuleType("__main__")  # a fresh __main__ per program
@@ -160,8 +165,9 @@ def _run_program(main, run):
     try:
         if module is not None:
             if target is None:
-                raise ModuleNotFoundError(f"Call: {module!r} is not a prelude or preloaded module of this sandbox, "
-                                          "or lacks the function")  # fmt: skip
+                raise ModuleNotFoundError(
+                    f"Call: {module!r} is not a prelude or preloaded module of this sandbox, or lacks the function"
+                )
             target(**arg)
         else:
             exec(compile(arg, "<program>", "exec", dont_inherit=True), main.__dict__)
@@ -229,7 +235,7 @@ def _proc_table():
 def _descendants(root):
     table = _proc_table()
     children = {}
-    for pid, (ppid, state) in table.items():
+    for pid, (ppid, _state) in table.items():
         children.setdefault(ppid, []).append(pid)
     out, todo = [], list(children.get(root, []))
     while todo:
@@ -425,15 +431,20 @@ def _execute(req, cfg):
     _clean_workdir(cfg)
     if io_.overflow and killed_for is None:
         killed_for = "output"
-    return _result(wait_status, killed_for, bytes(io_.bufs[st_r]), io_.bufs[out_r], io_.bufs[err_r], duration, leftovers)
+    return _result(
+        wait_status, killed_for, bytes(io_.bufs[st_r]), io_.bufs[out_r], io_.bufs[err_r], duration, leftovers
+    )
 
 
 def _execute_safely(req, cfg):
     try:
         return _execute(req, cfg)
     except Exception as exc:
-        return {"status": "error", "stderr": traceback.format_exc()[-2000:],
-                "sandbox_error": f"server failure: {type(exc).__name__}: {exc}"}  # fmt: skip
+        return {
+            "status": "error",
+            "stderr": traceback.format_exc()[-2000:],
+            "sandbox_error": f"server failure: {type(exc).__name__}: {exc}",
+        }
 
 
 def _kill_group(pid):

@@ -29,10 +29,11 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,23 @@ Isolation = Literal["auto", "bwrap", "rlimits"]
 
 # Modules every program gets already imported (cheap, and what test programs commonly use).
 DEFAULT_PRELOAD: tuple[str, ...] = (
-    "re", "math", "collections", "itertools", "functools", "heapq", "bisect", "string",
-    "operator", "typing", "traceback", "linecache", "types", "io", "json", "atexit",
-)  # fmt: skip
+    "re",
+    "math",
+    "collections",
+    "itertools",
+    "functools",
+    "heapq",
+    "bisect",
+    "string",
+    "operator",
+    "typing",
+    "traceback",
+    "linecache",
+    "types",
+    "io",
+    "json",
+    "atexit",
+)
 
 _SERVER_SOURCE = (Path(__file__).parent / "_server.py").read_text()
 _UID_BASE = 1_500_000_000  # throw-away uids live above anything a host assigns
@@ -100,7 +115,7 @@ class Call:
             raise ValueError(f"Call.function must be 'module.function', got {self.function!r}")
 
 
-Program = Union[str, Call]
+Program = str | Call
 
 
 @dataclass(frozen=True)
@@ -130,7 +145,7 @@ class ExecResult:
 # ----------------------------------------------------------------------------- availability
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bwrap_available() -> bool:
     """Whether bubblewrap is installed and can build our container here (probed once)."""
     if shutil.which("bwrap") is None:
@@ -149,8 +164,11 @@ def _interpreter() -> str:
 
 def _python_roots(python: str) -> list[str]:
     """Directories the interpreter needs: its install prefix and stdlib."""
-    roots = {os.path.dirname(os.path.dirname(python)), os.path.realpath(sys.base_prefix),
-             os.path.realpath(sys.base_exec_prefix)}  # fmt: skip
+    roots = {
+        os.path.dirname(os.path.dirname(python)),
+        os.path.realpath(sys.base_prefix),
+        os.path.realpath(sys.base_exec_prefix),
+    }
     # /usr is bound anyway; binding a subdirectory of it again is harmless but pointless.
     return sorted(r for r in roots if r and r != "/" and not r.startswith("/usr/") and r != "/usr")
 
@@ -174,9 +192,21 @@ def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
     """bubblewrap command line: nothing of the host but /usr, /etc and the interpreter, read-only;
     no network; private pid/ipc/uts namespaces; a size-capped private tmpfs."""
     privileged = os.geteuid() == 0
-    argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--hostname", "sandbox", "--die-with-parent", "--new-session",
-            "--ro-bind", "/usr", "/usr"]  # fmt: skip
+    argv = [
+        "bwrap",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
     for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(d):
             argv += ["--symlink", os.readlink(d), d]
@@ -189,8 +219,22 @@ def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
         for parent in reversed(Path(p).parents[:-1]):
             argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", p, p]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
-             "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]  # fmt: skip
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(tmp_mb * 1024 * 1024),
+        "--tmpfs",
+        "/tmp",
+        "--chdir",
+        "/tmp",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/local/bin:/usr/bin:/bin",
+    ]
     if privileged:
         # Run as root without a user namespace (a userns would map the sandbox uid back to host
         # root, where RLIMIT_NPROC does not bind). Keep only what the fork-server needs to drop
@@ -228,8 +272,15 @@ def _frame(data: bytes) -> bytes:
 class _Worker:
     """One fork-server process and the framed pipe protocol to it. Used by one thread at a time."""
 
-    def __init__(self, mode: str, python: str, preload: tuple[str, ...], prelude: dict[str, str],
-                 ro_paths: tuple[str, ...], tmp_mb: int):  # fmt: skip
+    def __init__(
+        self,
+        mode: str,
+        python: str,
+        preload: tuple[str, ...],
+        prelude: dict[str, str],
+        ro_paths: tuple[str, ...],
+        tmp_mb: int,
+    ):
         self.mode = mode
         self.hostdir: str | None = None
         uid = None
@@ -249,11 +300,19 @@ class _Worker:
         argv += [python, "-I", "-S", "-B", "-c", _SERVER_SOURCE]
         start = _frame(json.dumps(cfg).encode())  # the configuration: its first frame (no argv size limit)
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-            close_fds=True, start_new_session=True, cwd=cfg["workdir_base"] if mode != "bwrap" else "/",
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            close_fds=True,
+            start_new_session=True,
+            cwd=cfg["workdir_base"] if mode != "bwrap" else "/",
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )  # fmt: skip
-        os.set_blocking(self.proc.stdin.fileno(), False)  # writes honour a deadline (see request)
+        )
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr  # all three are pipes (above)
+        self.stdin, self.stdout, self.stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
+        os.set_blocking(self.stdin.fileno(), False)  # writes honour a deadline (see request)
         try:
             deadline = time.monotonic() + _STARTUP_TIMEOUT_S
             self._write(start, deadline)
@@ -274,7 +333,7 @@ class _Worker:
     def _write(self, payload: bytes, deadline: float) -> None:
         data = memoryview(payload)
         try:
-            fd = self.proc.stdin.fileno()
+            fd = self.stdin.fileno()
             while data:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
@@ -291,7 +350,7 @@ class _Worker:
         return json.loads(self._read_exact(struct.unpack(">I", head)[0], deadline))
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
-        fd, buf = self.proc.stdout.fileno(), bytearray()
+        fd, buf = self.stdout.fileno(), bytearray()
         while len(buf) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
@@ -304,7 +363,7 @@ class _Worker:
 
     def _stderr_tail(self) -> str:
         try:
-            fd = self.proc.stderr.fileno()
+            fd = self.stderr.fileno()
             if select.select([fd], [], [], 0.2)[0]:
                 return os.read(fd, 4000).decode(errors="replace").strip()[-1000:]
         except (OSError, ValueError):
@@ -316,14 +375,14 @@ class _Worker:
         bwrap takes the whole container with it, via --die-with-parent)."""
         try:
             if graceful:
-                self.proc.stdin.close()
+                self.stdin.close()
                 self.proc.wait(timeout=2)
         except (subprocess.TimeoutExpired, OSError, ValueError):
             pass
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for f in (self.stdin, self.stdout, self.stderr):
             try:
                 f.close()
             except OSError:
@@ -373,17 +432,25 @@ class Sandbox:
         if isolation not in ("auto", "bwrap", "rlimits"):
             raise ValueError(f"isolation must be auto|bwrap|rlimits, got {isolation!r}")
         if isolation == "bwrap" and not bwrap_available():
-            raise SandboxError("isolation='bwrap' but bubblewrap is not installed or cannot run here "
-                               "(apt-get install bubblewrap)")  # fmt: skip
+            raise SandboxError(
+                "isolation='bwrap' but bubblewrap is not installed or cannot run here (apt-get install bubblewrap)"
+            )
         self.mode = "rlimits" if isolation == "rlimits" or not bwrap_available() else "bwrap"
         if self.mode == "rlimits" and isolation == "auto":
             log.warning("bubblewrap unavailable: sandbox falls back to rlimits-only isolation")
         self._python = python or _interpreter()
-        if self.mode == "rlimits" and os.geteuid() == 0 and (hidden := _unreadable_to_others(_python_roots(self._python))):
+        if (
+            self.mode == "rlimits"
+            and os.geteuid() == 0
+            and (hidden := _unreadable_to_others(_python_roots(self._python)))
+        ):
             # (bwrap mode binds these directories with the parents made traversable)
-            log.warning("sandbox programs run as a throw-away uid that cannot read %s: only the preloaded "
-                        "modules are importable there; install bubblewrap, or use an interpreter installed "
-                        "outside private directories such as /root", ", ".join(hidden))  # fmt: skip
+            log.warning(
+                "sandbox programs run as a throw-away uid that cannot read %s: only the preloaded "
+                "modules are importable there; install bubblewrap, or use an interpreter installed "
+                "outside private directories such as /root",
+                ", ".join(hidden),
+            )
         self._preload = tuple(preload)
         self.prelude = dict(prelude or {})
         self._ro_paths = tuple(ro_paths)
@@ -399,7 +466,9 @@ class Sandbox:
         self._state_lock = threading.Lock()
         self._owner_pid = os.getpid()
         self._isolation: str | None = None
-        self._finalizer = weakref.finalize(self, _shutdown, self._all_slots, self._spawner, self._dispatch, self._owner_pid)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._all_slots, self._spawner, self._dispatch, self._owner_pid
+        )
 
     # -- public API
 
@@ -499,7 +568,7 @@ class Sandbox:
             self._closed = True
         self._finalizer()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -567,23 +636,37 @@ class Sandbox:
                     slot.worker = None
                 if len(codes) > 1:  # isolate the culprit: run the batch's programs one by one
                     return [self._run_on(slot, [c], limits)[0] for c in codes]
-        failed = ExecResult(status="error", returncode=None, stdout="", stderr="", duration_s=0.0,
-                            isolation=self._isolation or self.mode, sandbox_error=f"sandbox worker failed: {error}")  # fmt: skip
+        failed = ExecResult(
+            status="error",
+            returncode=None,
+            stdout="",
+            stderr="",
+            duration_s=0.0,
+            isolation=self._isolation or self.mode,
+            sandbox_error=f"sandbox worker failed: {error}",
+        )
         return [failed] * len(codes)
 
 
 def _check_programs(programs: list[Program]) -> None:
     for i, program in enumerate(programs):
         if not isinstance(program, (str, Call)):
-            raise TypeError(f"program {i} is a {type(program).__name__}: a program is Python source (str) or a sandbox.Call")
+            raise TypeError(
+                f"program {i} is a {type(program).__name__}: a program is Python source (str) or a sandbox.Call"
+            )
 
 
 def _to_result(res: dict, isolation: str) -> ExecResult:
     return ExecResult(
-        status=res["status"], returncode=res.get("returncode"), stdout=res.get("stdout", ""),
-        stderr=res.get("stderr", ""), duration_s=float(res.get("duration_s", 0.0)), isolation=isolation,
-        truncated=bool(res.get("truncated")), sandbox_error=res.get("sandbox_error", ""),
-    )  # fmt: skip
+        status=res["status"],
+        returncode=res.get("returncode"),
+        stdout=res.get("stdout", ""),
+        stderr=res.get("stderr", ""),
+        duration_s=float(res.get("duration_s", 0.0)),
+        isolation=isolation,
+        truncated=bool(res.get("truncated")),
+        sandbox_error=res.get("sandbox_error", ""),
+    )
 
 
 def _shutdown(slots: list[_Slot], spawner: ThreadPoolExecutor, dispatch: ThreadPoolExecutor, owner_pid: int) -> None:
@@ -595,11 +678,10 @@ def _shutdown(slots: list[_Slot], spawner: ThreadPoolExecutor, dispatch: ThreadP
         s.worker = None
     for w in workers:
         try:
-            w.proc.stdin.close()
+            w.stdin.close()
         except OSError:
             pass
     for w in workers:
         w.close(graceful=True)
     dispatch.shutdown(wait=False, cancel_futures=True)
     spawner.shutdown(wait=False, cancel_futures=True)
-

@@ -1,11 +1,16 @@
-"""Column schemas of every table pidistill writes.
+"""Column schemas of every table pidistill writes, and `Attempt`, the typed row of `attempts`.
 
-One attempts row, as stored (abridged):
+One attempt, as sampled, verified and decided (abridged):
 
-    {"run_id": "demo-3f2a", "arm": "rft", "seed": 0, "round": 1, "phase": "train",
-     "problem_id": "arith-5d41402a", "attempt_id": "a9c0...", "attempt_idx": 0, "parent_id": None,
-     "prompt": "Question: What is 37 + 48 - 15?\\nAnswer:", "completion": " 37+48=85. 85-15=70. #### 70",
-     "status": "pass", "passed": True, "score": 1.0, "accepted": True, "reject_reason": None, ...}
+    Attempt(run_id="demo-3f2a", arm="rft", seed=0, round=1, phase="train",
+            problem_id="arith-5d41402a", attempt_id="a9c0...", attempt_idx=0, parent_id=None,
+            prompt="Question: What is 37 + 48 - 15?\\nAnswer:", completion=" 37+48=85. 85-15=70. #### 70", ...)
+      .with_verdict(Verdict("pass", True, 1.0))     # status="pass", passed=True, score=1.0, feedback=""
+      .decided(None)                                # accepted=True, reject_reason=None
+
+The `attempts` schema is derived from `Attempt`'s fields (`arrow_schema`): a field's
+Python type gives its arrow type (`Int32` where the column is int32), its order the
+column order. The other tables are declared as arrow schemas directly.
 
 Parquet files carry these schemas exactly; DuckDB views read them with
 `union_by_name`, so a column added later reads as NULL in older runs.
@@ -13,9 +18,102 @@ Parquet files carry these schemas exactly; DuckDB views read them with
 
 from __future__ import annotations
 
+import types
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Protocol, Union, get_args, get_origin, get_type_hints
+
 import pyarrow as pa
 
 _TS = pa.timestamp("us", tz="UTC")
+
+# Row field types -> arrow types. A plain `int` is int64; `Int32` marks an int32 column.
+Int32 = Annotated[int, pa.int32()]
+_ARROW_OF = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: _TS}
+
+
+def arrow_type(hint: Any) -> pa.DataType:
+    """`str`, `Int32`, `float | None`, ... -> the column's arrow type. `| None` changes nothing:
+    every column is nullable, in parquet as in DuckDB."""
+    if get_origin(hint) in (Union, types.UnionType):
+        (hint,) = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) is Annotated:
+        return get_args(hint)[1]
+    return _ARROW_OF[hint]
+
+
+@cache
+def arrow_schema(row_type: type) -> pa.Schema:
+    """The arrow schema of a row dataclass: one column per field, in field order."""
+    hints = get_type_hints(row_type, include_extras=True)
+    return pa.schema([(f.name, arrow_type(hints[f.name])) for f in fields(row_type)])
+
+
+class VerdictLike(Protocol):
+    """What `Attempt.with_verdict` reads (domains.Verdict; storage imports nothing above it)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def feedback(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One completion sampled for one prompt: a row of `attempts`.
+
+    Sampling (and diagnosis, evaluation, OPSD rollouts) builds it with the verdict and
+    decision empty; `with_verdict` and `decided` return filled-in copies. The field order
+    is the column order of the table (do not reorder: existing parquet and views rely on it).
+    """
+
+    run_id: str
+    arm: str
+    seed: Int32
+    round: Int32
+    phase: str  # train | eval | diagnosis | opsd
+    problem_id: str
+    attempt_id: str
+    attempt_idx: Int32  # 0 = first try, k = k-th retry
+    sample_idx: Int32  # which of the n samples drawn for this prompt (OPSD: the training step)
+    parent_id: str | None = None  # the failed attempt a retry (or a diagnosis) answers
+    model_ref: str
+    sampler: str
+    temperature: float
+    pi_kind: str | None = None
+    pi_text: str | None = None
+    prompt: str
+    teacher_prompt: str | None = None  # OPSD rollouts: what the teacher saw (prompt + PI)
+    completion: str
+    # The verdict (verify): empty until `with_verdict`; diagnoses are never verified.
+    status: str | None = None  # pass | fail | error | timeout
+    passed: bool | None = None
+    score: float | None = None
+    feedback: str | None = None
+    n_prompt_tokens: Int32
+    n_completion_tokens: Int32
+    # The decision (filter, train phase only): empty until `decided`.
+    accepted: bool | None = None
+    reject_reason: str | None = None
+    created_at: datetime
+
+    def with_verdict(self, verdict: VerdictLike) -> Attempt:
+        return replace(
+            self, status=verdict.status, passed=verdict.passed, score=verdict.score, feedback=verdict.feedback
+        )
+
+    def decided(self, reject_reason: str | None) -> Attempt:
+        """Accepted when there is no reason to reject (every rejection has one)."""
+        return replace(self, accepted=reject_reason is None, reject_reason=reject_reason)
+
+    def to_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
 
 _KEY = [
     ("run_id", pa.string()),
@@ -39,34 +137,7 @@ RUNS = pa.schema(
     ]
 )
 
-ATTEMPTS = pa.schema(
-    _KEY
-    + [
-        ("phase", pa.string()),  # train | eval | diagnosis | opsd
-        ("problem_id", pa.string()),
-        ("attempt_id", pa.string()),
-        ("attempt_idx", pa.int32()),  # 0 = first try, k = k-th retry
-        ("sample_idx", pa.int32()),  # which of the n samples drawn for this prompt
-        ("parent_id", pa.string()),  # the failed attempt a retry answers
-        ("model_ref", pa.string()),
-        ("sampler", pa.string()),
-        ("temperature", pa.float64()),
-        ("pi_kind", pa.string()),
-        ("pi_text", pa.string()),
-        ("prompt", pa.string()),
-        ("teacher_prompt", pa.string()),  # OPSD rollouts: what the teacher saw (prompt + PI)
-        ("completion", pa.string()),
-        ("status", pa.string()),  # pass | fail | error | timeout
-        ("passed", pa.bool_()),
-        ("score", pa.float64()),
-        ("feedback", pa.string()),
-        ("n_prompt_tokens", pa.int32()),
-        ("n_completion_tokens", pa.int32()),
-        ("accepted", pa.bool_()),
-        ("reject_reason", pa.string()),
-        ("created_at", _TS),
-    ]
-)
+ATTEMPTS = arrow_schema(Attempt)
 
 SFT_EXAMPLES = pa.schema(
     _KEY
@@ -120,7 +191,7 @@ STAGES = pa.schema(
     ]
 )
 
-# One row per nightly run x preset x arm, written by flows/nightly.py after each preset's run: the arm's
+# One row per nightly run x preset x arm, written by tasks/nightly.py after each preset's run: the arm's
 # Δpp vs base with its 95 % paired-bootstrap interval (analysis.report's numbers, in percentage points), so
 # the `nightly` view can compare nights in SQL. Nightly runs are otherwise ordinary runs whose run_id is
 # `<nightly_id>-<preset>` with nightly_id = `nightly-<UTC yyyymmdd-HHMMSS>-<hex>`.

@@ -15,14 +15,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.schema import TABLES
+from storage.schema import TABLES, Attempt, arrow_schema
 
 TMP_MARK = ".tmp-"
 
@@ -40,17 +41,27 @@ def shard_path(
     return home / run_id / table / f"arm={arm}" / f"seed={seed}" / f"round={round}" / f"{stage}-{shard}.parquet"
 
 
-def to_arrow(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema) -> pa.Table:
-    """Rows (dicts) -> a table with exactly `schema`; a missing or extra column is an error."""
+def to_arrow(rows: Iterable[Mapping[str, Any] | Attempt] | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows -> a table with exactly `schema`. Dicts: a missing or extra column is an error. Typed rows
+    (`Attempt`s): their type's schema must be `schema`; they go to arrow column by column."""
     if isinstance(rows, pa.Table):
         return rows.select(schema.names).cast(schema)
     rows = list(rows)
-    for i, row in enumerate(rows):
+    typed = [r for r in rows if isinstance(r, Attempt)]
+    if typed:
+        if len(typed) != len(rows) or arrow_schema(Attempt) != schema:
+            raise ValueError("rows of type Attempt (or mixed with dicts) do not fit this table's schema")
+        return pa.Table.from_pydict({n: [getattr(r, n) for r in typed] for n in schema.names}, schema=schema)
+    dicts = [r for r in rows if isinstance(r, Mapping)]
+    if len(dicts) != len(rows):
+        odd = next(r for r in rows if not isinstance(r, Mapping))
+        raise ValueError(f"rows must be dicts or Attempts, got a {type(odd).__name__}")
+    for i, row in enumerate(dicts):
         missing = set(schema.names) - row.keys()
         extra = row.keys() - set(schema.names)
         if missing or extra:
             raise ValueError(f"row {i}: missing columns {sorted(missing)}, unexpected {sorted(extra)}")
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(dicts, schema=schema)
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
@@ -66,13 +77,36 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+@contextmanager
+def folder_atomic(final: Path, *, replace: bool = True) -> Iterator[Path]:
+    """A temp folder beside `final` to fill (a model being saved); on success it becomes `final` in one
+    rename, so a reader never sees a half-saved model, and a killed writer leaves only
+    `<name>.tmp-<pid>` (swept on resume). `replace=False`: a `final` another process finished first
+    is kept (concurrent builders of the same cached model)."""
+    work = final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+        if replace:
+            shutil.rmtree(final, ignore_errors=True)  # a leftover of a killed attempt at the same folder
+        try:
+            os.rename(work, final)
+        except OSError:
+            if replace or not final.exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def write_parquet(path: Path, table: pa.Table) -> Path:
     """Write `table` to `path` atomically (temp name in the same folder, then os.replace)."""
     return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def write_rows(path: Path, rows: Iterable[Mapping[str, Any]] | pa.Table, table: str) -> Path:
-    """Validate rows against the named table's schema and write them atomically."""
+def write_rows(path: Path, rows: Iterable[Mapping[str, Any] | Attempt] | pa.Table, table: str) -> Path:
+    """Validate rows (dicts, or `Attempt`s for `attempts`) against the named table's schema and write them
+    atomically."""
     return write_parquet(path, to_arrow(rows, TABLES[table]))
 
 

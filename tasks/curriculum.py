@@ -18,7 +18,9 @@ from prefect.cache_policies import NO_CACHE
 from domains import Problem
 from experiments.config import ExperimentConfig
 from storage.catalog import query
-from tasks.common import RoundKey, derive_seed, domain_of, metered
+from tasks.domain import domain_of
+from tasks.keys import RoundKey, derive_seed
+from tasks.metering import metered
 
 HISTORY_SQL = """
 SELECT problem_id, avg(passed::INT) AS rate, count(*) AS n
@@ -45,8 +47,10 @@ def dynamic_problems(cfg: ExperimentConfig, key: RoundKey, history: dict[str, fl
     rng = random.Random(derive_seed("curriculum", key.seed, key.round))
     unseen = [p for p in pool if p.problem_id not in history]
     rng.shuffle(unseen)
-    in_band = sorted((p for p in pool if p.problem_id in history and c.target_low < history[p.problem_id] < c.target_high),
-                     key=lambda p: abs(history[p.problem_id] - 0.5))
+    in_band = sorted(
+        (p for p in pool if p.problem_id in history and c.target_low < history[p.problem_id] < c.target_high),
+        key=lambda p: abs(history[p.problem_id] - 0.5),
+    )
     rest = [p for p in pool if p.problem_id in history and p not in in_band]
     n_explore = round(c.explore * want) if history else want
     chosen = unseen[:n_explore] + in_band + unseen[n_explore:] + rest

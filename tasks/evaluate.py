@@ -12,60 +12,117 @@ compared on the same random numbers.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import replace
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from experiments.config import ExperimentConfig
-from storage.writer import write_rows
-from tasks.common import (
-    RoundKey, attempt_id, count_tokens, derive_seed, domain_of, eval_problems, metered, retry_on_infrastructure,
-)
+from storage.schema import Attempt
+from storage.writer import home_dir, write_rows
+from tasks.domain import domain_of, eval_problems
+from tasks.failures import retry_on_infrastructure
+from tasks.keys import RoundKey, attempt_id, derive_seed
+from tasks.metering import count_tokens, metered
+from tasks.resume import resumable
+from tasks.runs import resolve_model
 from tasks.sample import draw, first_requests, make_sampler
 from tasks.verify import verify_rows
 
 
-def pass_at_1(rows: list[dict]) -> float:
-    return sum(r["passed"] for r in rows) / len(rows) if rows else 0.0
+def pass_at_1(attempts: list[Attempt]) -> float:
+    return sum(bool(a.passed) for a in attempts) / len(attempts) if attempts else 0.0
 
 
-def _for_key(rows: list[dict], key: RoundKey) -> list[dict]:
+def _for_key(attempts: list[Attempt], key: RoundKey) -> list[Attempt]:
+    """The attempts of a shared evaluation as the arm of `key` stores them."""
     return [
-        {**r, **key.columns(), "attempt_id": attempt_id(*key.columns().values(), "eval", r["problem_id"], r["sample_idx"])}
-        for r in rows
+        replace(a, **key.columns(), attempt_id=attempt_id(*key.columns().values(), "eval", a.problem_id, a.sample_idx))
+        for a in attempts
     ]
 
 
-def evaluation_rows(key: RoundKey, rows: list[dict]) -> list[dict]:
-    per_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        per_problem[r["problem_id"]].append(r)
+def evaluation_rows(key: RoundKey, attempts: list[Attempt]) -> list[dict]:
+    per_problem: dict[str, list[Attempt]] = defaultdict(list)
+    for a in attempts:
+        per_problem[a.problem_id].append(a)
     return [
-        {**key.columns(), "problem_id": pid, "model_ref": group[0]["model_ref"], "n": len(group),
-         "n_pass": sum(r["passed"] for r in group)}
+        {
+            **key.columns(),
+            "problem_id": pid,
+            "model_ref": group[0].model_ref,
+            "n": len(group),
+            "n_pass": sum(a.passed for a in group),
+        }
         for pid, group in per_problem.items()
     ]
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure,
-      cache_policy=NO_CACHE)
+@task(
+    name="evaluate", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE
+)
 def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> float:
     """Evaluate `model_ref`, write its rows under every key; returns pass@1."""
     e, key = cfg.eval, keys[0]
     with metered(keys, "evaluate", 0, model_ref) as m:
         problems = eval_problems(cfg)
         rows = draw(
-            make_sampler(cfg, model_ref), key, first_requests(cfg, problems), phase="eval",
-            seed=derive_seed(key.seed, key.round, "eval"), n=e.n, temperature=e.temperature,
-            top_p=cfg.sampling.top_p, max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
+            make_sampler(cfg, model_ref),
+            key,
+            first_requests(cfg, problems),
+            phase="eval",
+            seed=derive_seed(key.seed, key.round, "eval"),
+            n=e.n,
+            temperature=e.temperature,
+            top_p=cfg.sampling.top_p,
+            max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
             stop=domain_of(cfg).stop,
         )
         count_tokens(m, rows)
         rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows, m)
         m["n_items"] = len(rows)
     for k in keys:
-        mine = [{**r, "accepted": None, "reject_reason": None} for r in _for_key(rows, k)]
-        write_rows(k.path("attempts", "eval"), mine, "attempts")
+        mine = _for_key(rows, k)
+        write_rows(k.path("attempts", "eval"), mine, "attempts")  # no decision: eval attempts train nothing
         write_rows(k.path("evaluations", "eval"), evaluation_rows(k, mine), "evaluations")
     return pass_at_1(rows)
+
+
+def base_eval_groups(config: ExperimentConfig) -> dict[str, list[str]]:
+    """Arms whose base model and evaluation coincide share one round-0 evaluation."""
+    groups: dict[str, list[str]] = {}
+    for arm in config.arms:
+        c = config.for_arm(arm.name)
+        signature = json.dumps(
+            [
+                c.model.model_dump(),
+                c.eval.model_dump(),
+                c.domain.model_dump(),
+                c.sampling.top_p,
+                c.sampling.max_new_tokens,
+            ],
+            sort_keys=True,
+        )
+        groups.setdefault(signature, []).append(arm.name)
+    return groups
+
+
+def evaluate_base_models(config: ExperimentConfig, run_id: str, seed: int) -> None:
+    """Round 0 of every arm for `seed`: each distinct base model evaluated once, written under its arms."""
+    log = get_run_logger()
+    for arms in base_eval_groups(config).values():
+        cfg = config.for_arm(arms[0])
+        keys = [RoundKey(run_id, a, seed, 0, str(home_dir())) for a in arms]
+        score = resumable(keys[0], "evaluate", evaluate, cfg, keys, resolve_model(cfg.model))
+        log.info(f"[seed={seed}] base model pass@1 {score:.3f} (arms {', '.join(arms)})")
+
+
+def round_summary(key: RoundKey, attempts: list[Attempt], examples: list[dict], score: float) -> str:
+    """The line a round logs: what it sampled, what passed, what it trained on, where it got to."""
+    retried = sum(a.attempt_idx > 0 for a in attempts)
+    return (
+        f"[{key.arm} seed={key.seed} round={key.round}] {len(attempts)} attempts ({retried} follow-ups), "
+        f"{sum(bool(a.passed) for a in attempts)} passed, {len(examples)} SFT examples; eval pass@1 {score:.3f}"
+    )

@@ -19,24 +19,28 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domains import PrivilegedInfo, Problem
-from domains.base import pi_section
+from domains.errors import NotRetryable
+from domains.pi import pi_section
 from experiments.config import ExperimentConfig
+from storage.schema import Attempt
 from storage.writer import write_rows
-from tasks.common import RoundKey, domain_of, metered
+from tasks.domain import domain_of
+from tasks.keys import RoundKey
+from tasks.metering import metered
 
 _VERDICT_REASON = {"fail": "failed", "timeout": "timeout", "error": "verifier_error"}
 
 
-class PILeak(RuntimeError):
+class PILeak(NotRetryable, RuntimeError):
     """A training prompt carries privileged information."""
 
 
-def verdict_reason(cfg: ExperimentConfig, row: dict) -> str | None:
-    if row["status"] in ("error", "timeout"):
-        return _VERDICT_REASON[row["status"]]
+def verdict_reason(cfg: ExperimentConfig, attempt: Attempt) -> str | None:
+    if attempt.status in ("error", "timeout"):
+        return _VERDICT_REASON[attempt.status]
     if cfg.verify.mode == "graded":
-        return None if row["score"] >= cfg.verify.threshold else "below_threshold"
-    return None if row["passed"] else "failed"
+        return None if (attempt.score or 0.0) >= cfg.verify.threshold else "below_threshold"
+    return None if attempt.passed else "failed"
 
 
 def _frontier_reason(cfg: ExperimentConfig, pass_rate: float) -> str | None:
@@ -50,66 +54,68 @@ def _frontier_reason(cfg: ExperimentConfig, pass_rate: float) -> str | None:
     return None
 
 
-def decide(cfg: ExperimentConfig, rows: list[dict]) -> list[dict]:
-    """Rows with `accepted` / `reject_reason` set. Pass rates count every attempt of the round."""
-    by_problem: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_problem[row["problem_id"]].append(row)
+def decide(cfg: ExperimentConfig, attempts: list[Attempt]) -> list[Attempt]:
+    """The attempts, each `decided` (accepted, or a reject reason). Pass rates count every attempt of the round."""
+    by_problem: dict[str, list[Attempt]] = defaultdict(list)
+    for a in attempts:
+        by_problem[a.problem_id].append(a)
     decided = {}
-    for problem_id, group in by_problem.items():
-        rate = sum(r["passed"] for r in group) / len(group)
+    for group in by_problem.values():
+        rate = sum(bool(a.passed) for a in group) / len(group)
         seen: set[str] = set()
         kept = 0
-        for row in group:
-            reason = verdict_reason(cfg, row) or _frontier_reason(cfg, rate)
-            if reason is None and cfg.filter.dedupe and row["completion"].strip() in seen:
+        for a in group:
+            reason = verdict_reason(cfg, a) or _frontier_reason(cfg, rate)
+            if reason is None and cfg.filter.dedupe and a.completion.strip() in seen:
                 reason = "duplicate"
             if reason is None and cfg.filter.max_per_problem is not None and kept >= cfg.filter.max_per_problem:
                 reason = "max_per_problem"
             if reason is None:
-                seen.add(row["completion"].strip())
+                seen.add(a.completion.strip())
                 kept += 1
-            decided[row["attempt_id"]] = {**row, "accepted": reason is None, "reject_reason": reason}
-    return [decided[r["attempt_id"]] for r in rows]
+            decided[a.attempt_id] = a.decided(reason)
+    return [decided[a.attempt_id] for a in attempts]
 
 
-def sft_examples(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
+def sft_examples(
+    cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], attempts: list[Attempt]
+) -> list[dict]:
     """(original prompt without PI, completion) for every accepted attempt."""
     domain = domain_of(cfg)
     return [
         {
             **key.columns(),
-            "problem_id": r["problem_id"],
-            "attempt_id": r["attempt_id"],
-            "prompt": domain.prompt(problems[r["problem_id"]]),
-            "completion": r["completion"],
+            "problem_id": a.problem_id,
+            "attempt_id": a.attempt_id,
+            "prompt": domain.prompt(problems[a.problem_id]),
+            "completion": a.completion,
         }
-        for r in rows
-        if r["accepted"]
+        for a in attempts
+        if a.accepted
     ]
 
 
-def assert_no_pi(examples: list[dict], rows: list[dict]) -> None:
+def assert_no_pi(examples: list[dict], attempts: list[Attempt]) -> None:
     """Fail loudly if any training prompt contains a PI block shown to any attempt of the round."""
-    blocks = {
-        pi_section(PrivilegedInfo(r["pi_kind"], r["pi_text"] or ""))
-        for r in rows
-        if r.get("pi_kind") is not None
-    }
+    blocks = {pi_section(PrivilegedInfo(a.pi_kind, a.pi_text or "")) for a in attempts if a.pi_kind is not None}
     for ex in examples:
         for block in blocks:
             if block and block in ex["prompt"]:
-                raise PILeak(f"training prompt of attempt {ex['attempt_id']} carries privileged information: {block[:120]!r}")
+                raise PILeak(
+                    f"training prompt of attempt {ex['attempt_id']} carries privileged information: {block[:120]!r}"
+                )
 
 
 @task(name="filter", cache_policy=NO_CACHE)
-def filter_attempts(cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], rows: list[dict]) -> list[dict]:
+def filter_attempts(
+    cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], attempts: list[Attempt]
+) -> list[dict]:
     """Decide, check for PI leaks, write the round's attempts and SFT examples; returns the examples."""
     with metered(key, "filter") as m:
-        rows = decide(cfg, rows)
-        examples = sft_examples(cfg, key, problems, rows)
-        assert_no_pi(examples, rows)
-        write_rows(key.path("attempts", "train"), rows, "attempts")
+        attempts = decide(cfg, attempts)
+        examples = sft_examples(cfg, key, problems, attempts)
+        assert_no_pi(examples, attempts)
+        write_rows(key.path("attempts", "train"), attempts, "attempts")
         write_rows(key.path("sft_examples", "filter"), examples, "sft_examples")
-        m["n_items"] = len(rows)
+        m["n_items"] = len(attempts)
     return examples

@@ -21,8 +21,14 @@ def publish_report(run_id: str) -> list[dict]:
     report = build_report(run_id)
     path = write_report(report)
     rows = table_rows(report)
-    create_table_artifact(table=rows, key=_artifact_key(run_id, "summary"),
-                          description=f"{report.experiment}: Δpp vs base with 95% CI per arm")
-    create_markdown_artifact(markdown=to_markdown(report, image_dir=None) + f"\n\nFull report: `{path}`",
-                             key=_artifact_key(run_id, "report"), description=f"report of {run_id}")
+    create_table_artifact(
+        table=rows,
+        key=_artifact_key(run_id, "summary"),
+        description=f"{report.experiment}: Δpp vs base with 95% CI per arm",
+    )
+    create_markdown_artifact(
+        markdown=to_markdown(report, image_dir=None) + f"\n\nFull report: `{path}`",
+        key=_artifact_key(run_id, "report"),
+        description=f"report of {run_id}",
+    )
     return rows

@@ -11,12 +11,13 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import logging
 import os
 import secrets
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import task
@@ -24,9 +25,12 @@ from prefect.cache_policies import NO_CACHE
 
 from domains import DomainError
 from domains.base import stable_hash
+from domains.data import looks_like_path
 from experiments.config import ConfigError, ExperimentConfig, ModelConfig
-from storage.writer import home_dir, write_rows
-from tasks.common import domain_of, now, retry_on_infrastructure
+from storage.writer import home_dir, sweep_temp_files, write_rows
+from tasks.domain import domain_of
+from tasks.failures import retry_on_infrastructure
+from tasks.metering import now
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,27 +40,43 @@ class PreflightError(ConfigError):
 
 
 def new_run_id(experiment: str) -> str:
-    return f"{experiment}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{experiment}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The git sha of this checkout (+ '-dirty' with uncommitted changes), else 'unknown'."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists()
+_PREFLIGHT_PASSED: set[str] = set()
 
 
 def preflight(config: ExperimentConfig) -> None:
-    """Everything that can be checked before a run writes anything; raises PreflightError."""
+    """Everything that can be checked before a run writes anything; raises PreflightError.
+
+    A config that passed once in this process is not checked again: the CLI checks before
+    Prefect starts (a bad config fails in one line), then the flow's check is free."""
+    key = config.canonical_json()
+    if key not in _PREFLIGHT_PASSED:
+        _preflight(config)
+        _PREFLIGHT_PASSED.add(key)
+
+
+def _preflight(config: ExperimentConfig) -> None:
     for arm in config.arms:
         cfg = config.for_arm(arm.name)
         where = f"arm {arm.name!r}: " if arm.set else ""
@@ -64,12 +84,11 @@ def preflight(config: ExperimentConfig) -> None:
             domain = domain_of(cfg)
             for split in ("train", "test"):  # a missing split or unreadable file fails now, not mid-run
                 domain.load(split, limit=1)
-            if hasattr(domain, "preflight"):  # e.g. minif2f: is Lean installed?
-                domain.preflight()
+            domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
         except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
             raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
         name = cfg.model.name_or_path
-        if name != "tiny" and _looks_local(name) and not Path(name).expanduser().is_dir():
+        if name != "tiny" and looks_like_path(name) and not Path(name).expanduser().is_dir():
             raise PreflightError(f"{where}model.name_or_path: no model folder at {name}")
         if cfg.sampling.backend == "vllm":  # 'auto' always works: vLLM when importable on a GPU, else HF
             from models.sampling import vllm_available
@@ -83,8 +102,12 @@ def preflight(config: ExperimentConfig) -> None:
             _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
             _check_pi(cfg.retry.feedback, "retry.feedback", domain, where)
-        if cfg.retry.model and cfg.retry.model != "tiny" and _looks_local(cfg.retry.model) \
-                and not Path(cfg.retry.model).expanduser().is_dir():
+        if (
+            cfg.retry.model
+            and cfg.retry.model != "tiny"
+            and looks_like_path(cfg.retry.model)
+            and not Path(cfg.retry.model).expanduser().is_dir()
+        ):
             raise PreflightError(f"{where}retry.model: no model folder at {cfg.retry.model}")
 
 
@@ -92,12 +115,11 @@ def _check_pi(kind: str, field: str, domain, where: str) -> None:
     """Build the PI `kind` once for a real problem: a domain that cannot supply it fails now."""
     import random
 
-    from tasks.retry import PIUnavailable, make_pi
+    from domains.pi import PIUnavailable, make_pi
 
     problems = domain.load("train", limit=2)
-    row = {"completion": "x", "feedback": "y", "attempt_id": "a"}
     try:
-        make_pi(kind, domain, problems[0], row, problems, random.Random(0), "z")
+        make_pi(kind, domain, problems[0], problems, random.Random(0), completion="x", feedback="y", diagnosis="z")
     except (PIUnavailable, ValueError) as exc:
         raise PreflightError(f"{where}{field}={kind!r}: {exc}") from None
 
@@ -141,9 +163,45 @@ def check_resumable(config: ExperimentConfig, run_id: str) -> dict | None:
         old, new = _flat(json.loads(row["config_json"])), _flat(json.loads(config.canonical_json()))
         diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
-        raise ConfigError(f"--run-id {run_id}: that run was started with another config ({shown}"
-                          f"{', ...' if len(diff) > 5 else ''}); resume it with the same config, or use a new run id")  # fmt: skip
+        raise ConfigError(
+            f"--run-id {run_id}: that run was started with another config ({shown}"
+            f"{', ...' if len(diff) > 5 else ''}); resume it with the same config, or use a new run id"
+        )
     return row
+
+
+@contextmanager
+def run_lifecycle(config: ExperimentConfig, run_id: str) -> Iterator[None]:
+    """Everything around an experiment's rounds: preflight, the run's lock, the resume check, the
+    sweep of what a killed writer left, and the `runs` row (running, then completed or failed).
+
+    The body runs with the lock held; any exception marks the run failed and propagates."""
+    log = _run_logger()
+    preflight(config)
+    with run_lock(run_id):
+        previous = check_resumable(config, run_id)
+        started = previous["started_at"] if previous else now()
+        if previous:
+            swept = sweep_temp_files(home_dir() / run_id)
+            log.info(f"resuming run {run_id} (was {previous['status']}); discarded {len(swept)} partial files")
+        write_run(config, run_id, "running", started)
+        try:
+            yield
+        except BaseException as exc:
+            write_run(config, run_id, "failed", started, error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        write_run(config, run_id, "completed", started)
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (console and UI) inside a flow, else this module's."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 @contextmanager
@@ -158,8 +216,9 @@ def run_lock(run_id: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise RunInUse(f"run {run_id} is being written by another process (pid {holder}); "
-                           "wait for it, or stop it and resume") from None  # fmt: skip
+            raise RunInUse(
+                f"run {run_id} is being written by another process (pid {holder}); wait for it, or stop it and resume"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -167,7 +226,9 @@ def run_lock(run_id: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def write_run(config: ExperimentConfig, run_id: str, status: str, started_at: datetime, error: str | None = None) -> None:
+def write_run(
+    config: ExperimentConfig, run_id: str, status: str, started_at: datetime, error: str | None = None
+) -> None:
     """(Re)write the run's row; `os.replace` makes each write whole."""
     row = {
         "run_id": run_id,
@@ -191,8 +252,7 @@ def retry_model_config(cfg: ExperimentConfig) -> ModelConfig | None:
     return cfg.model.model_copy(update={"name_or_path": cfg.retry.model})
 
 
-@task(name="resolve-model", retries=1, retry_condition_fn=retry_on_infrastructure,
-      cache_policy=NO_CACHE)
+@task(name="resolve-model", retries=1, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
 def resolve_model(model: ModelConfig) -> str:
     """A loadable model reference: the built tiny model's folder, or the HF id / path as given."""
     if model.name_or_path == "tiny":

@@ -4,7 +4,7 @@ A request is one prompt to sample (a first try, or a follow-up of a failed
 attempt); its result rows are attempts without a verdict yet:
 
     SampleRequest(problem=p, prompt="Question: What is 8 * 8 + 67?\\nAnswer:", attempt_idx=0)
-    -> {"problem_id": "arith-7b0e13a0", "attempt_idx": 0, "sample_idx": 2, "completion": " 8*8=64. ...", ...}
+    -> Attempt(problem_id="arith-7b0e13a0", attempt_idx=0, sample_idx=2, completion=" 8*8=64. ...", ...)
 
 First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
 `retry.temperature` for follow-ups when set, else the round's entry of
@@ -13,19 +13,24 @@ First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from domains import PrivilegedInfo, Problem
+from domains.pi import diagnosis_prompt
 from experiments.config import ExperimentConfig
 from models.sampling import Sampler, get_sampler
-from tasks.common import (
-    RoundKey, attempt_id, count_tokens, derive_seed, domain_of, fault_point, metered, now,
-    retry_on_infrastructure,
-)
+from storage.schema import Attempt
+from tasks.domain import domain_of
+from tasks.failures import retry_on_infrastructure
+from tasks.keys import RoundKey, attempt_id, derive_seed
+from tasks.metering import count_tokens, metered, now
+from tasks.resume import fault_point, resumable
 from tasks.shards import torch_threads
 
 
@@ -38,7 +43,7 @@ class SampleRequest:
     pi: PrivilegedInfo | None = None
 
 
-def first_requests(cfg: ExperimentConfig, problems: list[Problem]) -> list[SampleRequest]:
+def first_requests(cfg: ExperimentConfig, problems: Iterable[Problem]) -> list[SampleRequest]:
     domain = domain_of(cfg)
     return [SampleRequest(problem=p, prompt=domain.prompt(p)) for p in problems]
 
@@ -67,8 +72,8 @@ def draw(
     top_p: float,
     max_new_tokens: int,
     stop: tuple[str, ...],
-) -> list[dict]:
-    """Sample `n` completions per request; returns attempt rows (verdict columns still empty)."""
+) -> list[Attempt]:
+    """Sample `n` completions per request; returns attempts (verdict and decision still empty)."""
     outs = sampler.generate(
         [r.prompt for r in requests],
         n=n,
@@ -83,34 +88,37 @@ def draw(
     for req, completions in zip(requests, outs):
         for s, c in enumerate(completions):
             rows.append(
-                {
+                Attempt(
                     **key.columns(),
-                    "phase": phase,
-                    "problem_id": req.problem.problem_id,
-                    "attempt_id": attempt_id(*key.columns().values(), phase, req.problem.problem_id, req.attempt_idx, s, req.parent_id),
-                    "attempt_idx": req.attempt_idx,
-                    "sample_idx": s,
-                    "parent_id": req.parent_id,
-                    "model_ref": sampler.model_ref,
-                    "sampler": sampler.name,
-                    "temperature": float(temperature),
-                    "pi_kind": req.pi.kind if req.pi else None,
-                    "pi_text": req.pi.text if req.pi else None,
-                    "prompt": req.prompt,
-                    "teacher_prompt": None,
-                    "completion": c.text,
-                    "n_prompt_tokens": c.n_prompt_tokens,
-                    "n_completion_tokens": c.n_completion_tokens,
-                    "created_at": created,
-                }
+                    phase=phase,
+                    problem_id=req.problem.problem_id,
+                    attempt_id=attempt_id(
+                        *key.columns().values(), phase, req.problem.problem_id, req.attempt_idx, s, req.parent_id
+                    ),
+                    attempt_idx=req.attempt_idx,
+                    sample_idx=s,
+                    parent_id=req.parent_id,
+                    model_ref=sampler.model_ref,
+                    sampler=sampler.name,
+                    temperature=float(temperature),
+                    pi_kind=req.pi.kind if req.pi else None,
+                    pi_text=req.pi.text if req.pi else None,
+                    prompt=req.prompt,
+                    completion=c.text,
+                    n_prompt_tokens=c.n_prompt_tokens,
+                    n_completion_tokens=c.n_completion_tokens,
+                    created_at=created,
+                )
             )
     return rows
 
 
-@task(name="sample", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure,
-      cache_policy=NO_CACHE)
-def sample(cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[SampleRequest],
-           shard: int | None = None) -> list[dict]:  # fmt: skip
+@task(
+    name="sample", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE
+)
+def sample(
+    cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[SampleRequest], shard: int | None = None
+) -> list[Attempt]:
     """Training-phase sampling of one retry level (all requests share an attempt_idx), or of
     one shard of it (`shard`, see flows.scale: its own seed, stage row and torch thread count)."""
     levels = {r.attempt_idx for r in requests}
@@ -121,39 +129,79 @@ def sample(cfg: ExperimentConfig, key: RoundKey, model_ref: str, requests: list[
     pinned = torch_threads(cfg.scale.threads_per_shard) if shard is not None else nullcontext()
     with metered(key, "sample", level, model_ref, shard) as m, pinned:
         rows = draw(
-            make_sampler(cfg, model_ref), key, requests, phase="train",
+            make_sampler(cfg, model_ref),
+            key,
+            requests,
+            phase="train",
             # The seed leaves out run_id and arm: same config + seed => same completions,
             # and arms that share a model at a round share random numbers (a paired design).
             seed=derive_seed(key.seed, key.round, "train", level, *of_shard),
             n=cfg.sampling.n if level == 0 else 1,
             temperature=temperature_for(cfg, key.round, level),
-            top_p=cfg.sampling.top_p, max_new_tokens=cfg.sampling.max_new_tokens, stop=domain_of(cfg).stop,
+            top_p=cfg.sampling.top_p,
+            max_new_tokens=cfg.sampling.max_new_tokens,
+            stop=domain_of(cfg).stop,
         )
         count_tokens(m, rows)
     return rows
 
 
-@task(name="diagnose", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure,
-      cache_policy=NO_CACHE)
-def diagnose(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: dict[str, Problem],
-             failures: list[dict], attempt_idx: int) -> dict[str, str]:
+@task(
+    name="diagnose", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE
+)
+def diagnose(
+    cfg: ExperimentConfig,
+    key: RoundKey,
+    model_ref: str,
+    problems: dict[str, Problem],
+    failures: list[Attempt],
+    attempt_idx: int,
+) -> dict[str, str]:
     """self_diagnosis: the model explains each failed attempt; returns {failed attempt_id: diagnosis}.
 
     The diagnoses are stored as attempts with phase = 'diagnosis' (parent_id = the failed attempt)."""
     from storage.writer import write_rows
-    from tasks.retry import diagnosis_prompt
 
     domain = domain_of(cfg)
-    requests = [SampleRequest(problems[r["problem_id"]], diagnosis_prompt(domain, problems[r["problem_id"]], r),
-                              attempt_idx, r["attempt_id"]) for r in failures]
+    requests = [
+        SampleRequest(
+            problems[a.problem_id],
+            diagnosis_prompt(domain, problems[a.problem_id], a.completion),
+            attempt_idx,
+            a.attempt_id,
+        )
+        for a in failures
+    ]
     with metered(key, "diagnose", attempt_idx, model_ref) as m:
         rows = draw(
-            make_sampler(cfg, model_ref), key, requests, phase="diagnosis",
-            seed=derive_seed(key.seed, key.round, "diagnosis", attempt_idx), n=1,
-            temperature=temperature_for(cfg, key.round, attempt_idx), top_p=cfg.sampling.top_p,
-            max_new_tokens=cfg.retry.diagnosis_max_new_tokens, stop=("\n\n",),
+            make_sampler(cfg, model_ref),
+            key,
+            requests,
+            phase="diagnosis",
+            seed=derive_seed(key.seed, key.round, "diagnosis", attempt_idx),
+            n=1,
+            temperature=temperature_for(cfg, key.round, attempt_idx),
+            top_p=cfg.sampling.top_p,
+            max_new_tokens=cfg.retry.diagnosis_max_new_tokens,
+            stop=("\n\n",),
         )
         count_tokens(m, rows)
-    empty = {"status": None, "passed": None, "score": None, "feedback": None, "accepted": None, "reject_reason": None}
-    write_rows(key.path("attempts", f"diagnosis-{attempt_idx}"), [{**r, **empty} for r in rows], "attempts")
-    return {r["parent_id"]: r["completion"] for r in rows}
+    write_rows(key.path("attempts", f"diagnosis-{attempt_idx}"), rows, "attempts")  # no verdict, no decision
+    return {a.parent_id: a.completion for a in rows if a.parent_id}  # every diagnosis has its parent
+
+
+def diagnoses(
+    cfg: ExperimentConfig,
+    key: RoundKey,
+    model_ref: str,
+    problems: dict[str, Problem],
+    failures: list[Attempt],
+    attempt_idx: int,
+) -> dict[str, str] | None:
+    """With `retry.feedback: self_diagnosis`, the model's diagnosis of each failure before its follow-up
+    (the `diagnose` stage, once per run and level); otherwise None."""
+    if not (cfg.retry.strategy == "retry" and cfg.retry.feedback == "self_diagnosis"):
+        return None
+    return resumable(
+        key, f"diagnose-{attempt_idx}", diagnose, cfg, key, model_ref, quote(problems), quote(failures), attempt_idx
+    )

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
-R = TypeVar("R")  # a SampleRequest (anything with .problem.problem_id)
+
+class _OfProblem(Protocol):
+    @property
+    def problem(self) -> Any: ...  # a domains.Problem: has .problem_id
+
+
+R = TypeVar("R", bound=_OfProblem)  # a SampleRequest
 
 
 def split_requests(requests: Sequence[R], shards: int) -> list[list[R]]:
@@ -50,4 +56,3 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-

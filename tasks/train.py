@@ -16,39 +16,72 @@ from prefect.cache_policies import NO_CACHE
 
 from domains import Problem
 from experiments.config import ExperimentConfig
+from storage.schema import Attempt
 from storage.writer import write_rows
-from tasks.common import (
-    RoundKey, attempt_id, derive_seed, domain_of, fault_point, metered, now, retry_on_infrastructure,
-)
+from tasks.domain import domain_of
+from tasks.failures import retry_on_infrastructure
+from tasks.keys import RoundKey, attempt_id, derive_seed
+from tasks.metering import metered, now
+from tasks.resume import fault_point
 
 
 def checkpoint_dir(key: RoundKey) -> Path:
     return Path(key.home) / key.run_id / "checkpoints" / f"arm={key.arm}" / f"seed={key.seed}" / f"round={key.round}"
 
 
-@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure,
-      cache_policy=NO_CACHE)
-def train(cfg: ExperimentConfig, key: RoundKey, model_ref: str, examples: list[dict], problems: list[Problem]) -> str:
-    """Returns the model the next stage uses (a new checkpoint, or `model_ref` when nothing trained)."""
+@task(name="train", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
+def train(
+    cfg: ExperimentConfig,
+    key: RoundKey,
+    model_ref: str,
+    base_ref: str,
+    examples: list[dict],
+    problems: dict[str, Problem],
+) -> str:
+    """Train from the previous round's model `model_ref` or the base model `base_ref` (`train.init`);
+    returns the model the next stage uses (a new checkpoint, or the start model when nothing trained)."""
     from models.sampling import release_samplers
 
     t = cfg.train
-    row = {**key.columns(), "method": t.method, "init_model_ref": model_ref, "n_examples": len(examples),
-           "steps": 0, "lr": t.lr, "final_loss": None, "checkpoint": model_ref, "seconds": 0.0}
+    model_ref = model_ref if t.init == "previous" else base_ref
+    row = {
+        **key.columns(),
+        "method": t.method,
+        "init_model_ref": model_ref,
+        "n_examples": len(examples),
+        "steps": 0,
+        "lr": t.lr,
+        "final_loss": None,
+        "checkpoint": model_ref,
+        "seconds": 0.0,
+    }
     with metered(key, "train", 0, model_ref) as m:
         result = None
         if t.method == "sft" and len(examples) >= max(1, t.min_examples):
             from models.training.sft import train_sft
 
             release_samplers()  # free the sampler's (GPU) memory before training
-            result = train_sft(model_ref, examples, t, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "train"),
-                               device=cfg.model.device, dtype=cfg.model.dtype, callbacks=_fault_callbacks())  # fmt: skip
+            result = train_sft(
+                model_ref,
+                examples,
+                t,
+                checkpoint_dir(key),
+                seed=derive_seed(key.seed, key.round, "train"),
+                device=cfg.model.device,
+                dtype=cfg.model.dtype,
+                callbacks=_fault_callbacks(),
+            )
         elif t.method == "opsd":
             release_samplers()
-            result = _opsd(cfg, key, model_ref, problems)
+            result = _opsd(cfg, key, model_ref, list(problems.values()))
         if result is not None:
-            row.update(n_examples=result.n_examples, steps=result.steps, final_loss=result.final_loss,
-                       checkpoint=result.checkpoint, seconds=result.seconds)
+            row.update(
+                n_examples=result.n_examples,
+                steps=result.steps,
+                final_loss=result.final_loss,
+                checkpoint=result.checkpoint,
+                seconds=result.seconds,
+            )
         write_rows(key.path("trainings", "train"), [row], "trainings")
         m["n_items"] = row["n_examples"]
     return row["checkpoint"]
@@ -63,7 +96,7 @@ def _fault_callbacks() -> list:
     from transformers import TrainerCallback
 
     class _Fault(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kwargs):
             fault_point("train")
 
     return [_Fault()]
@@ -71,29 +104,47 @@ def _fault_callbacks() -> list:
 
 def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[Problem]):
     from models.training.opsd import train_opsd
-    from tasks.retry import make_pi
     from tasks.verify import verify_rows
 
     domain = domain_of(cfg)
-    rows: list[dict] = []
+    attempts: list[Attempt] = []
 
     def record(step: int, rollouts) -> None:
         for i, r in enumerate(rollouts):
-            rows.append({
-                **key.columns(), "phase": "opsd", "problem_id": r.problem.problem_id,
-                "attempt_id": attempt_id(*key.columns().values(), "opsd", step, i, r.problem.problem_id),
-                "attempt_idx": 0, "sample_idx": step, "parent_id": None, "model_ref": f"{model_ref}@opsd-step-{step}",
-                "sampler": "hf", "temperature": cfg.train.opsd.rollout_temperature, "pi_kind": r.pi_kind,
-                "pi_text": r.pi_text, "prompt": r.student_prompt, "teacher_prompt": r.teacher_prompt,
-                "completion": r.completion, "n_prompt_tokens": r.n_prompt_tokens,
-                "n_completion_tokens": len(r.completion_ids), "created_at": now(),
-            })
+            attempts.append(
+                Attempt(
+                    **key.columns(),
+                    phase="opsd",
+                    problem_id=r.problem.problem_id,
+                    attempt_id=attempt_id(*key.columns().values(), "opsd", step, i, r.problem.problem_id),
+                    attempt_idx=0,
+                    sample_idx=step,
+                    model_ref=f"{model_ref}@opsd-step-{step}",
+                    sampler="hf",
+                    temperature=cfg.train.opsd.rollout_temperature,
+                    pi_kind=r.pi_kind,
+                    pi_text=r.pi_text,
+                    prompt=r.student_prompt,
+                    teacher_prompt=r.teacher_prompt,
+                    completion=r.completion,
+                    n_prompt_tokens=r.n_prompt_tokens,
+                    n_completion_tokens=len(r.completion_ids),
+                    created_at=now(),
+                )
+            )
 
     result = train_opsd(
-        model_ref, problems, domain, cfg.train, checkpoint_dir(key), seed=derive_seed(key.seed, key.round, "opsd"),
-        make_pi=make_pi, max_new_tokens=cfg.train.opsd.max_new_tokens or cfg.sampling.max_new_tokens,
-        device=cfg.model.device, dtype=cfg.model.dtype, on_rollouts=record,
+        model_ref,
+        problems,
+        domain,
+        cfg.train,
+        checkpoint_dir(key),
+        seed=derive_seed(key.seed, key.round, "opsd"),
+        max_new_tokens=cfg.train.opsd.max_new_tokens or cfg.sampling.max_new_tokens,
+        device=cfg.model.device,
+        dtype=cfg.model.dtype,
+        on_rollouts=record,
     )
-    verified = verify_rows(cfg, {p.problem_id: p for p in problems}, rows)  # for the record: do rollouts improve?
-    write_rows(key.path("attempts", "opsd"), [{**r, "accepted": None, "reject_reason": None} for r in verified], "attempts")
+    verified = verify_rows(cfg, {p.problem_id: p for p in problems}, attempts)  # for the record: do rollouts improve?
+    write_rows(key.path("attempts", "opsd"), verified, "attempts")  # no decision: rollouts are not filtered
     return result

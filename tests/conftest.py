@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from cli.env import offline_defaults
+
 _SESSION = Path(tempfile.mkdtemp(prefix="pidistill-tests-"))
 # Before anything imports prefect: settings are read from the environment.
 os.environ["PREFECT_HOME"] = str(_SESSION / "prefect")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # a loaded 2-core CI box can exceed 20 s
-os.environ["DO_NOT_TRACK"] = "1"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
+offline_defaults()  # pidistill's process defaults, as the `pidistill` command sets them
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test that reaches for the hub fails instead of downloading
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PIDISTILL_MODEL_CACHE", str(_SESSION / "models"))
@@ -71,8 +70,12 @@ def prefect_server() -> str:
     url = f"http://127.0.0.1:{port}/api"
     prefect = Path(sys.executable).with_name("prefect")
     log = open(_SESSION / f"prefect-server-{port}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -83,7 +86,9 @@ def prefect_server() -> str:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start: {(_SESSION / f'prefect-server-{port}.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"prefect server did not start: {(_SESSION / f'prefect-server-{port}.log').read_text()[-2000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:

@@ -148,7 +148,7 @@ def main() -> None:
                 panic(f"double: {name}: {len(reqs)} requests but {len(resps)} responses")
             script.extend((name, q, r) for q, r in zip(reqs, resps))
     elif args.lookup:
-        for name, reqs, resps in transcripts(Path(args.lookup), names):
+        for _name, reqs, resps in transcripts(Path(args.lookup), names):
             for q, r in zip(reqs, resps):
                 req = json.loads(q)
                 if "cmd" in req:

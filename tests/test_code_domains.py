@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from domains import DomainError, PrivilegedInfo, Problem, Verdict, data_root, get_domain
-from domains.base import Domain, pi_section
+from domains.base import Domain
 from domains.code import HumanEvalDomain, MBPPDomain, extract_code, humaneval_solution
+from domains.pi import pi_section
 from sandbox import ExecResult, bwrap_available
 
 needs_data = pytest.mark.skipif(not (data_root() / "mbpp" / "mbpp.jsonl").is_file(), reason="shared data missing")
@@ -35,8 +36,11 @@ def humaneval():
 
 
 def mbpp_problem(d: MBPPDomain, task_id: int) -> Problem:
-    split = next(s for s, (lo, hi) in {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600),
-                                        "train": (601, 974)}.items() if lo <= task_id <= hi)  # fmt: skip
+    split = next(
+        s
+        for s, (lo, hi) in {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}.items()
+        if lo <= task_id <= hi
+    )
     return next(p for p in d.load(split) if p.problem_id == f"mbpp/{task_id}")
 
 
@@ -77,10 +81,16 @@ def test_split_errors(mbpp, humaneval):
 
 def test_local_files_and_bad_data(tmp_path):
     rows = [
-        {"task_id": 700, "text": "Add two numbers.", "code": "def add(a, b):\r\n    return a + b",
-         "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"], "test_setup_code": "", "challenge_test_list": []},
+        {
+            "task_id": 700,
+            "text": "Add two numbers.",
+            "code": "def add(a, b):\r\n    return a + b",
+            "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
+            "test_setup_code": "",
+            "challenge_test_list": [],
+        },
         {"task_id": 12, "text": "Negate.", "code": "def neg(a):\n    return -a", "test_list": ["assert neg(1) == -1"]},
-    ]  # fmt: skip
+    ]
     f = tmp_path / "mine.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     d = MBPPDomain(str(f))
@@ -100,8 +110,15 @@ def test_local_files_and_bad_data(tmp_path):
     with pytest.raises(DomainError, match="missing_field.jsonl:1.*code"):
         MBPPDomain(str(missing)).load("prompt")
 
-    he_rows = [{"task_id": "HumanEval/7", "prompt": "def inc(x):\n    \"\"\"x + 1\"\"\"\n", "canonical_solution": "    return x + 1\n",
-                "test": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "inc"}]  # fmt: skip
+    he_rows = [
+        {
+            "task_id": "HumanEval/7",
+            "prompt": 'def inc(x):\n    """x + 1"""\n',
+            "canonical_solution": "    return x + 1\n",
+            "test": "def check(candidate):\n    assert candidate(1) == 2\n",
+            "entry_point": "inc",
+        }
+    ]
     gz = tmp_path / "he.jsonl.gz"
     with gzip.open(gz, "wt") as fh:
         fh.write(json.dumps(he_rows[0]) + "\n")
@@ -209,7 +226,7 @@ def test_graded_scores_on_partial_solutions(mbpp, humaneval):
     h0 = humaneval.load("test", limit=1)[0]  # has_close_elements: 7 asserts, 4 expect True, 3 False
     always_true = humaneval.check(h0, "    return True\n")
     assert always_true.status == "fail" and always_true.score == pytest.approx(4 / 7)
-    full_function = "```python\ndef has_close_elements(numbers, threshold):\n    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```"  # fmt: skip
+    full_function = "```python\ndef has_close_elements(numbers, threshold):\n    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```"
     assert humaneval.check(h0, full_function).passed
 
 
@@ -218,7 +235,12 @@ def test_graded_scores_on_partial_solutions(mbpp, humaneval):
 def test_failure_kinds(mbpp):
     p = mbpp_problem(mbpp, 11)
     syntax = mbpp.check(p, "def remove_Occ(s, ch)\n    return s")
-    assert syntax.status == "fail" and syntax.score == 0.0 and "SyntaxError" in syntax.feedback and "line 1" in syntax.feedback
+    assert (
+        syntax.status == "fail"
+        and syntax.score == 0.0
+        and "SyntaxError" in syntax.feedback
+        and "line 1" in syntax.feedback
+    )
     crash = mbpp.check(p, "def remove_Occ(s, ch):\n    return s[10**9]")
     assert crash.status == "fail" and "IndexError" in crash.feedback and "solution.py line 2" in crash.feedback
     at_import = mbpp.check(p, "import nonexistent_module_xyz\ndef remove_Occ(s, ch):\n    return s")
@@ -238,7 +260,9 @@ def test_failure_kinds(mbpp):
     chatty = "def remove_Occ(s, ch):\n    print('x' * 100000)\n    return s.replace(ch, '')"
     assert mbpp.check(p, chatty).passed
     # demo code under a main guard is not run
-    assert mbpp.check(p, "def remove_Occ(s, ch):\n    return s.replace(ch, '')\nif __name__ == '__main__':\n    input()").passed
+    assert mbpp.check(
+        p, "def remove_Occ(s, ch):\n    return s.replace(ch, '')\nif __name__ == '__main__':\n    input()"
+    ).passed
 
 
 @needs_data
@@ -279,7 +303,12 @@ def test_verdict_cache_skips_identical_code(mbpp, monkeypatch):
 
 
 def test_infrastructure_failures_are_errors(tmp_path):
-    row = {"task_id": 700, "text": "Add.", "code": "def add(a, b):\n    return a + b", "test_list": ["assert add(1, 2) == 3"]}
+    row = {
+        "task_id": 700,
+        "text": "Add.",
+        "code": "def add(a, b):\n    return a + b",
+        "test_list": ["assert add(1, 2) == 3"],
+    }
     f = tmp_path / "one.jsonl"
     f.write_text(json.dumps(row) + "\n")
 
@@ -322,8 +351,12 @@ def test_precompiled_tests_and_their_fallbacks(mbpp, humaneval):
 
     p = mbpp_problem(mbpp, 11)
     h0 = humaneval.load("test", limit=1)[0]
-    cases = [(mbpp, p, "def remove_Occ(s, ch):\n    return s.strip(ch)"), (mbpp, p, p.solution),
-             (humaneval, h0, "    return True\n"), (humaneval, h0, h0.solution)]  # fmt: skip
+    cases = [
+        (mbpp, p, "def remove_Occ(s, ch):\n    return s.strip(ch)"),
+        (mbpp, p, p.solution),
+        (humaneval, h0, "    return True\n"),
+        (humaneval, h0, h0.solution),
+    ]
     reference = [d.check(prob, c) for d, prob, c in cases]
     assert [v.status for v in reference] == ["fail", "pass", "fail", "pass"]
     assert "Got: 'hello'" in reference[0].feedback  # the failing side, evaluated by a precompiled expression
@@ -346,11 +379,13 @@ def test_precompiled_tests_and_their_fallbacks(mbpp, humaneval):
 
     # compiled with optimize=0 even by a host running python -O: the asserts stay
     code = (
-        "import marshal, sys; sys.path.insert(0, '.'); from domains.code import Step, _compile_tests\n"
+        "import marshal, sys; sys.path.insert(0, '.'); from domains.code.specs import Step, _compile_tests\n"
         "setup, steps, lhs = marshal.loads(bytes.fromhex(_compile_tests((), (Step('assert 1 == 2', lhs='1'),))))\n"
         "try:\n    exec(steps[0], {})\nexcept AssertionError:\n    print('kept')\n"
     )
-    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent
+    )
     assert out.stdout.strip() == "kept", out.stderr
 
 

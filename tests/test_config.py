@@ -6,17 +6,34 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from experiments.config import ConfigError, ExperimentConfig, load_config, parse_overrides, preset_names
-from flows.cli import main
 from tasks.runs import PreflightError, preflight
 
 
-def test_every_preset_validates():
+def _pop_dotted(data: dict, key: str):
+    *sections, last = key.split(".")
+    for section in sections:
+        data = data[section]
+    return data.pop(last)
+
+
+def test_every_preset_validates_and_each_arm_changes_only_what_it_sets():
+    """load_config already resolves every arm (ExperimentConfig._arms_resolve): what is left to check
+    is the effective config of each arm, which differs from the experiment's exactly in the arm's `set`."""
     assert "demo" in preset_names()
+    shorthand = {"model": "model.name_or_path", "domain": "domain.name"}
     for name in preset_names():
         cfg = load_config(name)
         for arm in cfg.arms:
-            cfg.for_arm(arm.name)
+            effective, experiment = cfg.for_arm(arm.name).model_dump(), cfg.model_dump()
+            assert effective.pop("arms") == [{"name": arm.name, "set": {}}], name
+            experiment.pop("arms")
+            for key, value in arm.set.items():
+                key = shorthand.get(key, key) if isinstance(value, str) else key
+                assert _pop_dotted(effective, key) == value, f"{name} arm {arm.name}: {key}"
+                _pop_dotted(experiment, key)
+            assert effective == experiment, f"{name} arm {arm.name} changes more than its set"
 
 
 def test_every_field_has_a_description():
@@ -32,7 +49,9 @@ def test_every_field_has_a_description():
 
 def test_overrides_parse_yaml_values_and_shorthands():
     assert parse_overrides(["train.lr=1e-4", "seeds=[1, 2]", "filter.frontier=true"]) == [
-        ("train.lr", 1e-4), ("seeds", [1, 2]), ("filter.frontier", True),
+        ("train.lr", 1e-4),
+        ("seeds", [1, 2]),
+        ("filter.frontier", True),
     ]
     cfg = load_config("demo", ["model=some/model", "domain=gsm8k", "train.lr=0.01"])
     assert cfg.model.name_or_path == "some/model"
@@ -172,7 +191,9 @@ def test_every_deployment_validates_to_its_preset_with_the_same_config_hash():
         preset = name.removeprefix("smoke-")
         smoke = name.startswith("smoke-")
         expected = load_config(preset, SMOKE_PRESETS[preset] if smoke else [], smoke_scale=smoke)
-        assert ExperimentConfig.model_validate(dep["parameters"]["config"]).config_hash() == expected.config_hash(), name
+        assert ExperimentConfig.model_validate(dep["parameters"]["config"]).config_hash() == expected.config_hash(), (
+            name
+        )
     nightly = by_name["nightly"]
     assert nightly["entrypoint"] == "flows/nightly.py:nightly_flow"
     assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]

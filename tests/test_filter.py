@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from attempt_factory import make_attempt
 
 from domains import PrivilegedInfo, get_domain
-from domains.base import pi_section
+from domains.pi import pi_section
 from experiments.config import load_config
-from tasks.common import RoundKey
 from tasks.filter import PILeak, assert_no_pi, decide, sft_examples
+from tasks.keys import RoundKey
 
 
 def _row(pid: str, i: int, passed: bool, completion: str = None, status: str = None, score: float = None, **kw):
-    return {"problem_id": pid, "attempt_id": f"{pid}-{i}", "completion": completion or f"c{i}",
-            "passed": passed, "status": status or ("pass" if passed else "fail"),
-            "score": score if score is not None else float(passed), "pi_kind": None, "pi_text": None, **kw}
+    return make_attempt(
+        problem_id=pid,
+        attempt_id=f"{pid}-{i}",
+        completion=completion or f"c{i}",
+        passed=passed,
+        status=status or ("pass" if passed else "fail"),
+        score=score if score is not None else float(passed),
+        **kw,
+    )
 
 
 def _reasons(rows):
-    return [r["reject_reason"] for r in rows]
+    return [r.reject_reason for r in rows]
 
 
 def test_binary_accepts_passing_and_names_each_rejection():
     cfg = load_config("demo")
-    rows = decide(cfg, [_row("p", 0, True), _row("p", 1, False), _row("p", 2, False, status="error"),
-                        _row("p", 3, False, status="timeout"), _row("p", 4, True, completion="c0")])
-    assert [r["accepted"] for r in rows] == [True, False, False, False, False]
+    rows = decide(
+        cfg,
+        [
+            _row("p", 0, True),
+            _row("p", 1, False),
+            _row("p", 2, False, status="error"),
+            _row("p", 3, False, status="timeout"),
+            _row("p", 4, True, completion="c0"),
+        ],
+    )
+    assert [r.accepted for r in rows] == [True, False, False, False, False]
     assert _reasons(rows) == [None, "failed", "verifier_error", "timeout", "duplicate"]
 
 
@@ -56,7 +73,7 @@ def test_sft_examples_use_the_original_prompt_and_the_guard_catches_leaks():
     d = get_domain("arith")
     p = d.load("train", 1)[0]
     pi = PrivilegedInfo("correct_answer", p.answer)
-    retry = {**_row(p.problem_id, 1, True), "pi_kind": pi.kind, "pi_text": pi.text, "prompt": d.prompt(p, pi)}
+    retry = replace(_row(p.problem_id, 1, True), pi_kind=pi.kind, pi_text=pi.text, prompt=d.prompt(p, pi))
     rows = decide(cfg, [retry])
     key = RoundKey("r", "a", 0, 1, "/tmp")
     examples = sft_examples(cfg, key, {p.problem_id: p}, rows)

@@ -9,16 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from experiments.config import load_config
-from flows.cli import main
 from flows.experiment import experiment_flow
 from storage.catalog import query
 
 pytestmark = pytest.mark.slow
 
 SMALL = [
-    "seeds=[0, 1]", "rounds=1", "domain.train_size=24", "domain.eval_size=40",
-    "sampling.n=3", "train.epochs=1", "train.batch_size=8", "retry.max_retries=2",
+    "seeds=[0, 1]",
+    "rounds=1",
+    "domain.train_size=24",
+    "domain.eval_size=40",
+    "sampling.n=3",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "retry.max_retries=2",
     "retry.feedback=previous_attempt",
     "arms=[{name: no-train, set: {train.method: none, retry.max_retries: 0}},"
     " {name: rft, set: {retry.max_retries: 0}}, {name: double-sample, set: {retry.strategy: resample}},"
@@ -103,11 +109,15 @@ def test_eval_rows_base_and_rounds(home):
 
 
 def test_training_rows_and_sft_examples_match_accepted_attempts(home):
-    tr = query("select arm, seed, method, n_examples, steps, checkpoint from trainings where run_id = 'small-a' order by all")
+    tr = query(
+        "select arm, seed, method, n_examples, steps, checkpoint from trainings where run_id = 'small-a' order by all"
+    )
     assert tr.method.tolist() == ["sft", "sft", "none", "none", "sft", "sft", "sft", "sft"]
     trained = tr[tr.method == "sft"]
     assert (trained.steps > 0).all() and all(Path(c).is_dir() for c in trained.checkpoint)
-    acc = query("""select arm, seed, count(*) n from attempts where run_id = 'small-a' and accepted group by all order by all""")
+    acc = query(
+        """select arm, seed, count(*) n from attempts where run_id = 'small-a' and accepted group by all order by all"""
+    )
     ex = query("select arm, seed, count(*) n from sft_examples where run_id = 'small-a' group by all order by all")
     assert acc.values.tolist() == ex.values.tolist()
     assert tr.n_examples.tolist() == ex.n.tolist()
@@ -146,11 +156,28 @@ def test_no_temp_files_left(home):
 
 
 def test_cli_run_and_sql(tiny_model: Path, pidistill_home: Path, capsys):
-    assert main(["run", "demo", "--run-id", "cli-1", "--set", "seeds=[3]", "--set", "arms=[{name: rft}]",
-                 *[a for s in SMALL[1:-1] for a in ("--set", s)]]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "demo",
+                "--run-id",
+                "cli-1",
+                "--set",
+                "seeds=[3]",
+                "--set",
+                "arms=[{name: rft}]",
+                *[a for s in SMALL[1:-1] for a in ("--set", s)],
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rft" in out and "Δpp vs base" in out
-    assert main(["sql", "select arm, seed, round, count(*) n, avg(passed::int) p from attempts group by all order by all"]) == 0
+    assert (
+        main(["sql", "select arm, seed, round, count(*) n, avg(passed::int) p from attempts group by all order by all"])
+        == 0
+    )
     table = capsys.readouterr().out
     assert "rft" in table and "seed" in table
     assert main(["run", "demo", "--run-id", "cli-1"]) == 2  # the id exists: refuse, write nothing
@@ -170,10 +197,10 @@ def test_failed_run_is_marked_failed(tiny_model: Path, pidistill_home: Path, tmp
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     cfg = load_config("demo", [*SMALL, "seeds=[0]", f"model.name_or_path={empty}"])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="Unrecognized model"):  # transformers: an empty folder is no model
         experiment_flow(cfg, run_id="broken")
     df = query("select status, error from runs where run_id = 'broken'")
-    assert df.status.tolist() == ["failed"] and df.error.iloc[0]
+    assert df.status.tolist() == ["failed"] and df.error.iloc[0].startswith("ValueError: Unrecognized model")
 
 
 def test_report_numbers_equal_the_summary_view_and_sql_over_attempts(home):
@@ -211,8 +238,12 @@ def test_report_files_render_and_artifacts_are_published(home, tmp_path):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["small-a-summary", "small-a-report"])))}
+        keys = {
+            a.key
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["small-a-summary", "small-a-report"]))
+            )
+        }
     assert keys == {"small-a-summary", "small-a-report"}
     if chromium() is None:
         pytest.skip("no chromium here: report.html was not rendered (make report-screenshot installs it)")

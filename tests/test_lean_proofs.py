@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from domains import DomainError, data_root, get_domain
-from domains.base import PrivilegedInfo, Problem, file_sha256, pi_section
+from domains.base import Problem, file_sha256
 from domains.lean import LeanNotFound, MiniF2FDomain
-from lean_env.protocol import CommandResponse, Message, Pos, parse_request, parse_response, read_request_blocks, split_responses
+from domains.pi import PrivilegedInfo, pi_section
 from lean_env.proofs import (
     find_cheats,
     format_messages,
@@ -29,6 +29,15 @@ from lean_env.proofs import (
     judge_response,
     mask_comments,
     split_declaration,
+)
+from lean_env.protocol import (
+    CommandResponse,
+    Message,
+    Pos,
+    parse_request,
+    parse_response,
+    read_request_blocks,
+    split_responses,
 )
 from lean_env.repl import CheckOutcome
 
@@ -76,7 +85,9 @@ def test_sorry_is_incomplete():
     v = judge_response(resp)  # from Lean's answer alone, without scanning the text
     assert v.status == "incomplete" and "uses `sorry`" in v.feedback and "⊢ Nat" in v.feedback
     # a "declaration uses 'sorry'" warning alone (older REPLs quote it differently) is enough
-    warn = CommandResponse(env=3, messages=(Message(severity="warning", pos=Pos(line=1, column=8), data="declaration uses 'sorry'"),))
+    warn = CommandResponse(
+        env=3, messages=(Message(severity="warning", pos=Pos(line=1, column=8), data="declaration uses 'sorry'"),)
+    )
     assert judge_response(warn).status == "incomplete"
     # errors win, and say that there is a sorry too
     req, resp = recorded("have_by_sorry", 0)
@@ -138,7 +149,7 @@ def test_format_messages_truncates():
         ("axiom cheat : False", ["axiom"]),
         ("@[implemented_by f] def g := 1", ["implemented_by"]),
         ("set_option debug.skipKernelTC true in", ["skipKernelTC"]),
-        ("run_cmd Lean.logInfo \"x\"", ["metaprogramming"]),
+        ('run_cmd Lean.logInfo "x"', ["metaprogramming"]),
         ("  simp -- sorry, admit and native_decide in a comment", []),
         ("  /- sorry /- nested -/ admit -/ simp", []),
         ('  simp [show "sorry" = "sorry" from rfl]', []),
@@ -150,7 +161,7 @@ def test_find_cheats(code, cheats):
 
 
 def test_mask_comments_keeps_layout():
-    code = "a -- c\nb /- x\n y -/ c \"s--\""
+    code = 'a -- c\nb /- x\n y -/ c "s--"'
     masked = mask_comments(code)
     assert len(masked) == len(code) and masked.count("\n") == 2
     assert masked.split() == ["a", "b", "c", '"s--"']
@@ -207,7 +218,10 @@ def test_have_skeleton_of_a_tactic_block_and_edge_cases():
     assert have_skeleton("theorem t : 1 = 1 := rfl") == "theorem t : 1 = 1 := by\n  sorry"
     # `(h : x := v)`-style defaults and `:=` inside brackets do not end a statement
     assert have_statements("  have h : f (a := 1) = 2 := by simp\n  simp") == ["have h : f (a := 1) = 2 := by sorry"]
-    assert split_declaration("lemma l (n : ℕ := 3) : n = n := by\n  rfl") == ("lemma l (n : ℕ := 3) : n = n := by", "\n  rfl")
+    assert split_declaration("lemma l (n : ℕ := 3) : n = n := by\n  rfl") == (
+        "lemma l (n : ℕ := 3) : n = n := by",
+        "\n  rfl",
+    )
 
 
 # --------------------------------------------------------------------------- the minif2f domain
@@ -286,7 +300,14 @@ def _mathlib_problem(name: str, header: str, cmd: str, split_at: str) -> tuple[P
     """A Problem whose statement + completion is a command Lean ran in a recording."""
     cut = cmd.index(split_at)
     stmt, completion = cmd[:cut], cmd[cut:]
-    meta = {"name": name, "split": "test", "header": header, "informal_prefix": "", "formal_statement": stmt, "goal": ""}
+    meta = {
+        "name": name,
+        "split": "test",
+        "header": header,
+        "informal_prefix": "",
+        "formal_statement": stmt,
+        "goal": "",
+    }
     return Problem(problem_id=f"minif2f/{name}", domain="minif2f", question=stmt, meta=meta), completion
 
 
@@ -302,8 +323,12 @@ def recorded_problems():
 
 def test_check_with_a_replaying_repl(recorded_problems, no_lean):
     (ok, ok_proof), (bad, bad_proof) = recorded_problems
-    d = MiniF2FDomain(repl_command=[sys.executable, DOUBLE, "--lookup", str(ROOT), "--crash-on", "CRASH", "--hang-on", "HANG"],
-                      memory_mb=None, timeout=1.0, pool_size=2)
+    d = MiniF2FDomain(
+        repl_command=[sys.executable, DOUBLE, "--lookup", str(ROOT), "--crash-on", "CRASH", "--hang-on", "HANG"],
+        memory_mb=None,
+        timeout=1.0,
+        pool_size=2,
+    )
     try:
         v = d.check(ok, ok_proof)
         assert v.status == "pass" and v.passed and v.score == 1.0
@@ -326,7 +351,9 @@ def test_check_with_a_replaying_repl(recorded_problems, no_lean):
 
 def test_native_decide_allowed_when_configured(recorded_problems, no_lean):
     (ok, ok_proof), _ = recorded_problems
-    d = MiniF2FDomain(repl_command=[sys.executable, DOUBLE, "--lookup", str(ROOT)], memory_mb=None, allow_native_decide=True)
+    d = MiniF2FDomain(
+        repl_command=[sys.executable, DOUBLE, "--lookup", str(ROOT)], memory_mb=None, allow_native_decide=True
+    )
     try:
         # the text differs from any recording, so the double cannot answer: a verifier failure is an error, not a fail
         v = d.check(ok, ok_proof + " <;> native_decide")
@@ -340,7 +367,10 @@ def test_skeleton_pi(no_lean):
     p = d.load("test", limit=1)[0]
     pi = d.skeleton_pi(p, "  have hv : v = 1 / 3 * (30 * (13 / 2)) := by\n    rw [h₁, h₂, h₃]\n  linarith")
     assert pi.kind == "skeleton"
-    assert pi.text == p.meta["formal_statement"].rstrip() + "\n  have hv : v = 1 / 3 * (30 * (13 / 2)) := by sorry\n  sorry"
+    assert (
+        pi.text
+        == p.meta["formal_statement"].rstrip() + "\n  have hv : v = 1 / 3 * (30 * (13 / 2)) := by sorry\n  sorry"
+    )
 
 
 def test_reference_proofs_give_a_skeleton_pi(tmp_path):
@@ -348,7 +378,7 @@ def test_reference_proofs_give_a_skeleton_pi(tmp_path):
     import random
 
     from domains import get_domain
-    from tasks.retry import make_pi
+    from domains.pi import make_pi
 
     d = get_domain("minif2f")
     p = d.load("train", limit=1)[0]
@@ -356,9 +386,11 @@ def test_reference_proofs_give_a_skeleton_pi(tmp_path):
         d.skeleton(p)
     proofs = tmp_path / "proofs.jsonl"
     name = p.meta["name"]
-    proofs.write_text(json.dumps({"name": name, "proof": "\n  have h1 : 1 + 1 = 2 := by norm_num\n  nlinarith [h1]"}) + "\n")
+    proofs.write_text(
+        json.dumps({"name": name, "proof": "\n  have h1 : 1 + 1 = 2 := by norm_num\n  nlinarith [h1]"}) + "\n"
+    )
     d = get_domain("minif2f", proofs_path=str(proofs))
     p = d.load("train", limit=1)[0]
-    pi = make_pi("skeleton", d, p, {}, [p], random.Random(0))
+    pi = make_pi("skeleton", d, p, [p], random.Random(0))
     assert "have h1 : 1 + 1 = 2" in pi.text and "sorry" in pi.text and "norm_num" not in pi.text
     assert "have h1" in d.prompt(p, pi)

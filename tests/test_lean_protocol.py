@@ -17,6 +17,7 @@ import json
 import random
 
 import pytest
+from pydantic import ValidationError
 
 from domains import data_root
 from lean_env.protocol import (
@@ -201,9 +202,9 @@ def test_requests_serialise_with_repl_field_names():
     assert frame_request(cmd) == cmd.to_json() + "\n\n" and "\n" not in cmd.to_json()
     assert json.loads(ProofStep(proof_state=2, tactic="simp").to_json()) == {"proofState": 2, "tactic": "simp"}
     assert UnpickleProofState(unpickle_proof_state_from="p.olean").to_dict() == {"unpickleProofStateFrom": "p.olean"}
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         Command(cmd="x", allTactic=True)  # typo: refused, not silently dropped
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cmd.env = 4  # frozen
 
 

@@ -23,11 +23,11 @@ if not os.environ.get("PIDISTILL_LEAN_PROJECT"):
         allow_module_level=True,
     )
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-from domains import data_root, get_domain  # noqa: E402
-from lean_env.doctor import doctor, format_doctor  # noqa: E402
-from lean_env.protocol import (  # noqa: E402
+from domains import data_root, get_domain
+from lean_env.doctor import doctor, format_doctor
+from lean_env.protocol import (
     CommandResponse,
     LeanError,
     ProofStepResponse,
@@ -36,7 +36,7 @@ from lean_env.protocol import (  # noqa: E402
     read_request_blocks,
     split_responses,
 )
-from lean_env.repl import LeanRepl, ReplConfig  # noqa: E402
+from lean_env.repl import LeanRepl, ReplConfig
 
 ROOT = data_root() / "lean_repl_transcripts"
 PROJECT = Path(os.environ["PIDISTILL_LEAN_PROJECT"]).expanduser()

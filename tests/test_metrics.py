@@ -50,7 +50,7 @@ def _simulate(rng: np.random.Generator, n_seeds: int, n_problems: int, delta: fl
     training effect per arm are random. Returns (d = A - B, seeds x problems)."""
     a = rng.normal(0, 1.5, n_problems)
     b_a, b_b = rng.normal(0, 0.3, n_seeds), rng.normal(0, 0.3, n_seeds)
-    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + np.exp(-x))
     y_a = rng.random((n_seeds, n_problems)) < sig(a[None, :] + delta + b_a[:, None])
     y_b = rng.random((n_seeds, n_problems)) < sig(a[None, :] + b_b[:, None])
     return y_a.astype(float) - y_b.astype(float)
@@ -60,7 +60,7 @@ def _true_difference(delta: float) -> float:
     rng = np.random.default_rng(12345)
     a = rng.normal(0, 1.5, 400_000)
     b_a, b_b = rng.normal(0, 0.3, 400_000), rng.normal(0, 0.3, 400_000)
-    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + np.exp(-x))
     return float(np.mean(sig(a + delta + b_a) - sig(a + b_b)))
 
 

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from domains import PrivilegedInfo, get_domain
-from domains.base import pi_section
+from domains.pi import pi_section
 from experiments.config import OPSDConfig, TrainConfig
 from models.loading import load_model, load_tokenizer
 from models.training.opsd import divergence, opsd_loss, rollouts_for, train_opsd
-from tasks.retry import make_pi
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ def model_and_tokenizer(tiny_model: Path):
 
 
 def _rollouts(model, tok, cfg=OPSDConfig(), problems=PROBLEMS):
-    return rollouts_for(model, tok, ARITH, problems, cfg, make_pi, seed=1, max_new_tokens=32)
+    return rollouts_for(model, tok, ARITH, problems, cfg, seed=1, max_new_tokens=32)
 
 
 def test_teacher_sees_the_pi_and_the_student_does_not(model_and_tokenizer):
@@ -103,10 +102,20 @@ def test_divergences_against_hand_computed_values():
 @pytest.mark.parametrize("teacher, peft", [("frozen", "full"), ("ema", "full"), ("live", "lora")])
 def test_train_opsd_end_to_end(tiny_model: Path, tmp_path: Path, teacher: str, peft: str):
     seen = []
-    cfg = TrainConfig(method="opsd", lr=1e-4, peft=peft, lora_r=4,
-                      opsd=OPSDConfig(teacher=teacher, steps=2, batch_size=4))
-    result = train_opsd(str(tiny_model), PROBLEMS, ARITH, cfg, tmp_path / "ckpt", seed=0, make_pi=make_pi,
-                        max_new_tokens=24, device="cpu", on_rollouts=lambda step, rs: seen.append((step, len(rs))))
+    cfg = TrainConfig(
+        method="opsd", lr=1e-4, peft=peft, lora_r=4, opsd=OPSDConfig(teacher=teacher, steps=2, batch_size=4)
+    )
+    result = train_opsd(
+        str(tiny_model),
+        PROBLEMS,
+        ARITH,
+        cfg,
+        tmp_path / "ckpt",
+        seed=0,
+        max_new_tokens=24,
+        device="cpu",
+        on_rollouts=lambda step, rs: seen.append((step, len(rs))),
+    )
     assert result.steps == 2 and result.n_examples == 8 and result.final_loss is not None
     assert seen == [(0, 4), (1, 4)]
     assert (tmp_path / "ckpt" / "config.json").exists() and not (tmp_path / "ckpt" / "adapter_config.json").exists()

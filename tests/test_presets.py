@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from experiments.config import load_config
-from flows.cli import main
 from storage.catalog import query
 
 pytestmark = pytest.mark.slow
@@ -70,8 +70,26 @@ def test_opsd_presets_run_and_store_student_rollouts_with_the_teacher_prompt(tin
 
 
 def test_dynamic_curriculum_and_self_diagnosis_through_the_flow(tiny_model: Path, pidistill_home: Path):
-    assert main(["run", "opsd-dynamic-curriculum", "--smoke", "--run-id", "dyn", "--set", "train.method=sft",
-                 "--set", "rounds=2", "--set", "retry.max_retries=1", "--set", "retry.feedback=self_diagnosis"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "opsd-dynamic-curriculum",
+                "--smoke",
+                "--run-id",
+                "dyn",
+                "--set",
+                "train.method=sft",
+                "--set",
+                "rounds=2",
+                "--set",
+                "retry.max_retries=1",
+                "--set",
+                "retry.feedback=self_diagnosis",
+            ]
+        )
+        == 0
+    )
     picked = query("""select arm, round, list(distinct problem_id order by problem_id) ids from attempts
                       where run_id = 'dyn' and phase = 'train' and attempt_idx = 0 group by all order by all""")
     ids = {(a, r): set(x) for a, r, x in picked.values.tolist()}

@@ -24,15 +24,20 @@ import pytest
 from domains import Problem
 from experiments.config import ConfigError, load_config
 from storage.catalog import query
-from tasks.common import RoundKey, checkpoint_path, metered
+from tasks.keys import RoundKey
+from tasks.metering import metered
+from tasks.resume import checkpoint_path
 from tasks.sample import SampleRequest
 from tasks.shards import split_requests
 
 
 def _requests(counts: list[int]) -> list[SampleRequest]:
     """counts[i] requests for problem i, adjacent (as the stages make them)."""
-    return [SampleRequest(Problem(f"p{i}", "arith", f"q{i}"), f"prompt {i}.{j}", 1, f"parent-{i}-{j}")
-            for i, n in enumerate(counts) for j in range(n)]  # fmt: skip
+    return [
+        SampleRequest(Problem(f"p{i}", "arith", f"q{i}"), f"prompt {i}.{j}", 1, f"parent-{i}-{j}")
+        for i, n in enumerate(counts)
+        for j in range(n)
+    ]
 
 
 def _ids(part: list[SampleRequest]) -> list[str]:
@@ -97,7 +102,10 @@ def test_each_shard_writes_its_own_stage_row(pidistill_home):
             m["n_items"] = 5
     rows = [r for f in (pidistill_home / "r" / "stages").rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
     # Unsharded and shard 0 share the path (a run is either sharded or not: shards are in the config hash).
-    assert sorted(p.name for p in (pidistill_home / "r").rglob("*.parquet")) == ["sample-1-0.parquet", "sample-1-1.parquet"]
+    assert sorted(p.name for p in (pidistill_home / "r").rglob("*.parquet")) == [
+        "sample-1-0.parquet",
+        "sample-1-1.parquet",
+    ]
     assert sorted(r["shard"] for r in rows) == [0, 1]
     assert {r["worker"] for r in rows} == {f"{socket.gethostname()}:{os.getpid()}"}
 
@@ -130,12 +138,24 @@ class RayHead:
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         # Ray resolves a loopback --node-ip-address to the machine's address; it still answers on 127.0.0.1.
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={self.port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-             "--object-store-memory=200000000", f"--temp-dir={self.temp}"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).with_name("ray")),
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={self.port}",
+                "--num-cpus=2",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                "--object-store-memory=200000000",
+                f"--temp-dir={self.temp}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-        )  # fmt: skip
+        )
 
     @property
     def address(self) -> str:
@@ -174,10 +194,22 @@ def ray_head() -> RayHead:
         assert not left, f"the ray head left processes behind: {left}"
 
 
-CFG = ["seeds=[0]", "rounds=1", "domain.train_size=8", "domain.eval_size=8", "sampling.n=2", "train.method=none",
-       "retry.max_retries=1", "retry.feedback=previous_attempt", "arms=[{name: retry}]", "scale.shards=2"]  # fmt: skip
-COMPARED = ("seed, round, phase, problem_id, attempt_idx, sample_idx, parent_id is null as first, prompt, completion, "
-            "n_completion_tokens, status, passed, score, feedback, accepted, reject_reason")  # fmt: skip
+CFG = [
+    "seeds=[0]",
+    "rounds=1",
+    "domain.train_size=8",
+    "domain.eval_size=8",
+    "sampling.n=2",
+    "train.method=none",
+    "retry.max_retries=1",
+    "retry.feedback=previous_attempt",
+    "arms=[{name: retry}]",
+    "scale.shards=2",
+]
+COMPARED = (
+    "seed, round, phase, problem_id, attempt_idx, sample_idx, parent_id is null as first, prompt, completion, "
+    "n_completion_tokens, status, passed, score, feedback, accepted, reject_reason"
+)
 
 
 @pytest.mark.slow
@@ -202,8 +234,11 @@ def test_shards_on_ray_give_the_same_attempts_as_local_shards(tiny_model, ray_he
     stage_cols = "stage, attempt_idx, shard, worker"
     ray_stages = rows("ray", "stages", stage_cols, "stage in ('sample', 'verify')")
     local_stages = rows("local", "stages", stage_cols, "stage in ('sample', 'verify')")
-    assert [s[:3] for s in ray_stages] == [s[:3] for s in local_stages] == [
-        [stage, level, shard] for stage in ("sample", "verify") for level in (0, 1) for shard in (0, 1)]
+    assert (
+        [s[:3] for s in ray_stages]
+        == [s[:3] for s in local_stages]
+        == [[stage, level, shard] for stage in ("sample", "verify") for level in (0, 1) for shard in (0, 1)]
+    )
     here = f"{socket.gethostname()}:{os.getpid()}"
     assert all(s[3] == here for s in local_stages)
     assert all(s[3].startswith("ray:") and not s[3].endswith(f":{os.getpid()}") for s in ray_stages), ray_stages

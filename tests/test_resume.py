@@ -3,7 +3,7 @@
 Everything is real: `pidistill run` subprocesses against one Prefect server on loopback
 (so a killed process leaves no ephemeral server behind), the tiny model, TRL training,
 parquet and DuckDB. The kill points are reached through PIDISTILL_FAULT_KILL_AT, which
-makes the process SIGKILL itself at a named point (see tasks.common.fault_point): the
+makes the process SIGKILL itself at a named point (see tasks.resume.fault_point): the
 same signal as an OOM killer or a lost machine, at a reproducible place.
 """
 
@@ -20,14 +20,23 @@ import pytest
 
 from experiments.config import ConfigError, load_config
 from storage.catalog import query
-from tasks.common import is_infrastructure_failure
+from tasks.failures import is_infrastructure_failure
 from tasks.runs import RunInUse, check_resumable, run_lock, write_run
 
 REPO = Path(__file__).resolve().parent.parent
 
-CFG = ["seeds=[0]", "rounds=1", "domain.train_size=12", "domain.eval_size=16", "sampling.n=2",
-       "train.epochs=1", "train.batch_size=4", "retry.max_retries=1", "retry.feedback=previous_attempt",
-       "arms=[{name: retry}]"]  # fmt: skip
+CFG = [
+    "seeds=[0]",
+    "rounds=1",
+    "domain.train_size=12",
+    "domain.eval_size=16",
+    "sampling.n=2",
+    "train.epochs=1",
+    "train.batch_size=4",
+    "retry.max_retries=1",
+    "retry.feedback=previous_attempt",
+    "arms=[{name: retry}]",
+]
 SET = [a for item in CFG for a in ("--set", item)]
 
 # Where the crashing run dies, one point per attempt (each attempt resumes the previous one):
@@ -37,13 +46,21 @@ KILLS = [
     "train#1",  # during training: after the first optimizer step, a temp checkpoint folder exists
 ]
 
-COMPARED = ("arm, seed, round, phase, problem_id, attempt_idx, sample_idx, parent_id is null as first, "
-            "prompt, completion, status, passed, score, accepted, reject_reason, pi_kind")  # fmt: skip
+COMPARED = (
+    "arm, seed, round, phase, problem_id, attempt_idx, sample_idx, parent_id is null as first, "
+    "prompt, completion, status, passed, score, accepted, reject_reason, pi_kind"
+)
 
 
 def _pidistill(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 class Reader(threading.Thread):
@@ -55,20 +72,28 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for sql in ("select run_id, count(*) from attempts group by all", "select * from summary",
-                        "select * from runs", "select stage, sum(seconds) from stages group by all"):  # fmt: skip
+            for sql in (
+                "select run_id, count(*) from attempts group by all",
+                "select * from summary",
+                "select * from runs",
+                "select stage, sum(seconds) from stages group by all",
+            ):
                 try:
                     query(sql, home=self.home)
                     self.ok += 1
-                except Exception as exc:  # noqa: BLE001 - every error is a finding
+                except Exception as exc:
                     self.errors.append(f"{sql}: {type(exc).__name__}: {exc}")
             time.sleep(0.05)
 
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_model, prefect_server, pidistill_home):
-    env = {**os.environ, "PIDISTILL_HOME": str(pidistill_home), "PREFECT_API_URL": prefect_server,
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PIDISTILL_HOME": str(pidistill_home),
+        "PREFECT_API_URL": prefect_server,
+        "PYTHONUNBUFFERED": "1",
+    }
     reader = Reader(pidistill_home)
     reader.start()
     try:
@@ -97,20 +122,28 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_model, prefect_ser
 
     # The same attempts, verdicts and decisions as the uninterrupted run...
     def rows(table: str, cols: str, run_id: str) -> list:
-        return query(f"select {cols} from {table} where run_id = '{run_id}' order by all", home=pidistill_home).values.tolist()
+        return query(
+            f"select {cols} from {table} where run_id = '{run_id}' order by all", home=pidistill_home
+        ).values.tolist()
 
     assert rows("attempts", COMPARED, "crash") == rows("attempts", COMPARED, "ref")
     assert len(rows("attempts", "1", "crash")) > 50
-    assert rows("evaluations", "arm, seed, round, problem_id, n, n_pass", "crash") == \
-        rows("evaluations", "arm, seed, round, problem_id, n, n_pass", "ref")  # fmt: skip
-    assert rows("sft_examples", "round, problem_id, prompt, completion", "crash") == \
-        rows("sft_examples", "round, problem_id, prompt, completion", "ref")  # fmt: skip
-    assert rows("trainings", "round, n_examples, steps", "crash") == rows("trainings", "round, n_examples, steps", "ref")
+    assert rows("evaluations", "arm, seed, round, problem_id, n, n_pass", "crash") == rows(
+        "evaluations", "arm, seed, round, problem_id, n, n_pass", "ref"
+    )
+    assert rows("sft_examples", "round, problem_id, prompt, completion", "crash") == rows(
+        "sft_examples", "round, problem_id, prompt, completion", "ref"
+    )
+    assert rows("trainings", "round, n_examples, steps", "crash") == rows(
+        "trainings", "round, n_examples, steps", "ref"
+    )
     # ... nothing written twice ...
     dupes = query("select attempt_id, count(*) n from attempts group by 1 having n > 1", home=pidistill_home)
     assert dupes.empty, dupes
-    stage_dupes = query("select run_id, arm, seed, round, stage, attempt_idx, shard, count(*) n from stages group by all "
-                        "having n > 1", home=pidistill_home)  # fmt: skip
+    stage_dupes = query(
+        "select run_id, arm, seed, round, stage, attempt_idx, shard, count(*) n from stages group by all having n > 1",
+        home=pidistill_home,
+    )
     assert stage_dupes.empty, stage_dupes
     # ... no temp file or folder left by the killed writers ...
     assert not [p for p in pidistill_home.rglob("*.tmp-*")], list(pidistill_home.rglob("*.tmp-*"))
@@ -138,10 +171,17 @@ def test_a_run_being_written_cannot_be_joined_and_a_dead_writer_releases_it(pidi
             with run_lock("r2"):
                 pass
     # A holder killed with SIGKILL releases the lock at once (the OS drops it).
-    code = "import sys, time; sys.path.insert(0, '.'); from tasks.runs import run_lock\n" \
-           "with run_lock('r3'):\n    print('locked', flush=True); time.sleep(60)"  # fmt: skip
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PIDISTILL_HOME": str(pidistill_home)})  # fmt: skip
+    code = (
+        "import sys, time; sys.path.insert(0, '.'); from tasks.runs import run_lock\n"
+        "with run_lock('r3'):\n    print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PIDISTILL_HOME": str(pidistill_home)},
+    )
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RunInUse):
         with run_lock("r3"):
@@ -153,7 +193,7 @@ def test_a_run_being_written_cannot_be_joined_and_a_dead_writer_releases_it(pidi
 
 
 def test_cli_resume_with_another_config_exits_2(capsys):
-    from flows.cli import main
+    from cli.main import main
 
     with run_lock("r4"):
         write_run(load_config("demo", ["rounds=1"]), "r4", "failed", __import__("datetime").datetime.now())
@@ -161,11 +201,20 @@ def test_cli_resume_with_another_config_exits_2(capsys):
     assert "that run was started with another config (rounds: 1 -> 3)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("exc", "retried"), [
-    (MemoryError(), True), (OSError("disk"), True), (RuntimeError("CUDA out of memory. Tried to allocate"), True),
-    (ConnectionError("reset"), True), (ValueError("bad config"), False), (KeyError("problem"), False),
-    (RuntimeError("stack expects each tensor to be equal size"), False), (AssertionError(), False), (None, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (MemoryError(), True),
+        (OSError("disk"), True),
+        (RuntimeError("CUDA out of memory. Tried to allocate"), True),
+        (ConnectionError("reset"), True),
+        (ValueError("bad config"), False),
+        (KeyError("problem"), False),
+        (RuntimeError("stack expects each tensor to be equal size"), False),
+        (AssertionError(), False),
+        (None, False),
+    ],
+)
 def test_only_infrastructure_failures_are_retried(exc, retried):
     assert is_infrastructure_failure(exc) is retried
 
@@ -173,18 +222,20 @@ def test_only_infrastructure_failures_are_retried(exc, retried):
 def test_ephemeral_prefect_servers_of_killed_runs_are_reaped():
     """A SIGKILLed pidistill leaves the ephemeral Prefect server it started running; the next
     pidistill stops it (and leaves alone the server of a live pidistill)."""
-    from flows.cli import _reap_orphaned_prefect_servers
+    from cli.env import reap_orphaned_prefect_servers
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     fake = [sys.executable, "-c", "import time; time.sleep(60)"]
-    orphan = subprocess.Popen(fake, env={**os.environ, "PREFECT__SERVER_EPHEMERAL": "1",
-                                         "PIDISTILL_SERVER_OWNER": str(dead.pid)})  # fmt: skip
-    owned = subprocess.Popen(fake, env={**os.environ, "PREFECT__SERVER_EPHEMERAL": "1",
-                                        "PIDISTILL_SERVER_OWNER": str(os.getpid())})  # fmt: skip
+    orphan = subprocess.Popen(
+        fake, env={**os.environ, "PREFECT__SERVER_EPHEMERAL": "1", "PIDISTILL_SERVER_OWNER": str(dead.pid)}
+    )
+    owned = subprocess.Popen(
+        fake, env={**os.environ, "PREFECT__SERVER_EPHEMERAL": "1", "PIDISTILL_SERVER_OWNER": str(os.getpid())}
+    )
     try:
         time.sleep(0.3)  # let both exec (their environment is readable from then on)
-        assert _reap_orphaned_prefect_servers() == [orphan.pid]
+        assert reap_orphaned_prefect_servers() == [orphan.pid]
         assert orphan.wait(timeout=10) == -15 and owned.poll() is None
     finally:
         for p in (orphan, owned):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import sampler_contract as contract
+
 from models.loading import adapter_base, load_tokenizer
 from models.sampling import get_sampler, release_samplers, resolve_backend, vllm_available
 from models.sampling.hf import HFSampler
@@ -63,6 +63,8 @@ def test_vllm_backend_without_vllm_fails_clearly(tiny_model: Path):
 
     with pytest.raises(RuntimeError, match=r"pip install 'pidistill\[gpu\]'"):
         get_sampler("vllm", str(tiny_model), device="cpu")
-    with pytest.raises(PreflightError, match=r"sampling.backend='vllm'.*pip install 'pidistill\[gpu\]'.*make test-vllm"):
+    with pytest.raises(
+        PreflightError, match=r"sampling.backend='vllm'.*pip install 'pidistill\[gpu\]'.*make test-vllm"
+    ):
         preflight(load_config("demo", ["sampling.backend=vllm"]))
     preflight(load_config("demo", ["sampling.backend=auto"]))  # auto always passes

@@ -11,7 +11,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -69,17 +71,28 @@ def test_runs_a_program_and_reports_isolation(sb):
 
 
 @needs_bwrap
-def test_statuses(sb):
-    codes = ["raise ValueError('boom')", "import sys; sys.exit(3)", "x = bytearray(10 * 2**30)", "while True: pass",
-             "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "def f(:\n  pass"]  # fmt: skip
-    r_err, r_exit, r_mem, r_loop, r_sig, r_syntax = sb.run_many(codes)
-    assert r_err.status == "error" and "ValueError: boom" in r_err.stderr
-    assert (r_exit.status, r_exit.returncode) == ("error", 3)
-    assert r_mem.status == "memory" and "MemoryError" in r_mem.stderr
-    assert r_loop.status == "timeout" and 1.9 < r_loop.duration_s < 3.0
-    assert r_sig.status == "killed" and r_sig.returncode == -11
-    assert r_syntax.status == "error" and "SyntaxError" in r_syntax.stderr
-    assert not any(r.sandbox_error for r in (r_err, r_exit, r_mem, r_loop, r_sig, r_syntax))
+@pytest.mark.parametrize(
+    "code, status, detail",
+    [
+        pytest.param("raise ValueError('boom')", "error", lambda r: "ValueError: boom" in r.stderr, id="raises"),
+        pytest.param("import sys; sys.exit(3)", "error", lambda r: r.returncode == 3, id="exit-code"),
+        pytest.param("x = bytearray(10 * 2**30)", "memory", lambda r: "MemoryError" in r.stderr, id="memory-hog"),
+        pytest.param("while True: pass", "timeout", lambda r: 1.9 < r.duration_s < 3.0, id="infinite-loop"),
+        pytest.param(
+            "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)",
+            "killed",
+            lambda r: r.returncode == -11,
+            id="segfault",
+        ),
+        pytest.param("def f(:\n  pass", "error", lambda r: "SyntaxError" in r.stderr, id="syntax-error"),
+    ],
+)
+def test_statuses(sb, code, status, detail):
+    r = sb.run(code)
+    shown = (r.status, r.returncode, r.duration_s, r.stderr[-500:])
+    assert r.status == status, shown
+    assert detail(r), shown
+    assert not r.sandbox_error
 
 
 @needs_bwrap
@@ -130,7 +143,9 @@ def test_per_call_limits(sb):
 def test_programs_do_not_see_each_other(sb):
     first = sb.run("open('note.txt', 'w').write('hello'); import os; print(os.getcwd())")
     assert first.status == "ok"
-    later = sb.run_many([f"import os; print(sorted(os.listdir('.')), os.path.exists({first.stdout.strip()!r} + '/note.txt'))"] * 4)  # fmt: skip
+    later = sb.run_many(
+        [f"import os; print(sorted(os.listdir('.')), os.path.exists({first.stdout.strip()!r} + '/note.txt'))"] * 4
+    )
     assert {r.stdout for r in later} == {"[] False\n"}
 
 
@@ -170,65 +185,138 @@ for host, port in [("127.0.0.1", HOST_PORT), ("127.0.0.1", 22), ("1.1.1.1", 53)]
 """
 
 
-@needs_bwrap
-@pytest.mark.slow
-def test_adversarial_programs_are_contained(sb, tmp_path):
-    host_file = tmp_path / "host_secret.txt"
-    host_file.write_text("top secret")
+@dataclass(frozen=True)
+class Host:
+    """What lies outside the sandbox for a hostile program to reach."""
+
+    secret_file: Path  # world-readable, outside /usr and /etc: still invisible inside
+    escape_targets: tuple[Path, ...]  # where a program must not be able to write
+    port: int  # a service listening on the host's loopback
+
+
+@pytest.fixture
+def host(tmp_path):
+    secret_file = tmp_path / "host_secret.txt"
+    secret_file.write_text("top secret")
     os.chmod(tmp_path, 0o755)
-    host_file.chmod(0o644)  # even world-readable host files outside /usr, /etc are invisible
-    escape_targets = [Path("/tmp") / f"pidistill-escape-{uuid.uuid4().hex}", Path.cwd() / f"escape-{uuid.uuid4().hex}",
-                      tmp_path / "written.txt", Path("/usr") / f"escape-{uuid.uuid4().hex}"]  # fmt: skip
-    write_outside = "\n".join(
-        f"try:\n    open({str(p)!r}, 'w').write('x'); print('WROTE {p}')\nexcept OSError as e:\n    print('denied', type(e).__name__)"
-        for p in escape_targets
+    secret_file.chmod(0o644)  # even world-readable host files outside /usr, /etc are invisible
+    escape_targets = (
+        Path("/tmp") / f"pidistill-escape-{uuid.uuid4().hex}",
+        Path.cwd() / f"escape-{uuid.uuid4().hex}",
+        tmp_path / "written.txt",
+        Path("/usr") / f"escape-{uuid.uuid4().hex}",
     )
-    read_outside = f"""
-for path in [{str(host_file)!r}, '/root/.bashrc', '/etc/shadow', {str(Path.cwd() / 'pyproject.toml')!r}]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # a host service the sandbox must not reach
+        yield Host(secret_file, escape_targets, listener.getsockname()[1])
+
+
+def write_outside(host: Host) -> str:
+    return "\n".join(
+        f"try:\n    open({str(p)!r}, 'w').write('x'); print('WROTE {p}')\nexcept OSError as e:\n    print('denied', type(e).__name__)"
+        for p in host.escape_targets
+    )
+
+
+def read_outside(host: Host) -> str:
+    return f"""
+for path in [{str(host.secret_file)!r}, '/root/.bashrc', '/etc/shadow', {str(Path.cwd() / "pyproject.toml")!r}]:
     try:
         print('READ', path, open(path).read()[:20])
     except OSError as e:
         print('denied', type(e).__name__)
 """
-    env_secret = f"import os; print(sorted(os.environ)); print({SECRET_NAME!r} in os.environ)"
-    listener = socket.create_server(("127.0.0.1", 0))  # a host service the sandbox must not reach
-    host_port = listener.getsockname()[1]
-    programs = {
-        "fork_bomb": FORK_BOMB,
-        "while_true": "while True: pass",
-        "alloc_10gb": "x = bytearray(10 * 2**30)\nprint(len(x))",
-        "alloc_list": "x = [0] * (2 * 10**9)",
-        "sockets": SOCKETS.replace("HOST_PORT", str(host_port)),
-        "write_outside": write_outside,
-        "read_outside": read_outside,
-        "env": env_secret,
-        "kill_parent": "import os\nos.kill(os.getppid(), 9)\nos.kill(1, 9)",
-        "print_1gb": "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)",
-        "daemon": DAEMON,
-        "fill_tmp": "chunk = b'x' * (1 << 20)\ni = 0\nwhile True:\n    open(f'f{i}', 'wb').write(chunk * 8); i += 1",
-    }
-    before = worker_tree(sb) or None
-    try:
-        results = dict(zip(programs, sb.run_many(list(programs.values()))))
-    finally:
-        listener.close()
 
-    assert results["fork_bomb"].status in ("timeout", "error")
-    assert results["while_true"].status == "timeout"
-    assert results["alloc_10gb"].status == "memory"
-    assert results["alloc_list"].status == "memory"
-    assert "CONNECTED" not in results["sockets"].stdout and results["sockets"].stdout.count("blocked") == 3
-    assert "WROTE" not in results["write_outside"].stdout and results["write_outside"].stdout.count("denied") == 4
-    assert not any(p.exists() for p in escape_targets)
-    assert "READ" not in results["read_outside"].stdout and "top secret" not in results["read_outside"].stdout
-    assert SECRET_VALUE not in results["env"].stdout and results["env"].stdout.endswith("False\n")
-    assert results["env"].stdout.startswith("['HOME', 'LANG', 'PATH', 'TMPDIR']")
-    assert results["kill_parent"].status == "error" and "PermissionError" in results["kill_parent"].stderr
-    big = results["print_1gb"]
-    assert big.status == "killed" and big.truncated and len(big.stdout) <= 64 * 1024
-    assert results["daemon"].status == "ok" and results["daemon"].stdout == "parent done\n"
-    assert results["fill_tmp"].status == "error" and "No space left" in results["fill_tmp"].stderr
-    assert not any(r.sandbox_error for r in results.values())
+
+@dataclass(frozen=True)
+class Attack:
+    """A hostile program (text, or made from what the host offers), the statuses it may end with,
+    and what else must hold of its result."""
+
+    program: str | Callable[[Host], str]
+    statuses: tuple[str, ...]
+    checks: tuple[Callable[[ExecResult, Host], bool], ...] = ()
+
+
+ATTACKS = [
+    pytest.param(Attack(FORK_BOMB, ("timeout", "error")), id="fork-bomb"),
+    pytest.param(Attack("while True: pass", ("timeout",)), id="infinite-loop"),
+    pytest.param(Attack("x = bytearray(10 * 2**30)\nprint(len(x))", ("memory",)), id="memory-hog-bytearray"),
+    pytest.param(Attack("x = [0] * (2 * 10**9)", ("memory",)), id="memory-hog-list"),
+    pytest.param(
+        Attack(
+            lambda host: SOCKETS.replace("HOST_PORT", str(host.port)),
+            ("ok",),
+            (lambda r, host: "CONNECTED" not in r.stdout and r.stdout.count("blocked") == 3,),
+        ),
+        id="network",
+    ),
+    pytest.param(
+        Attack(
+            write_outside,
+            ("ok",),
+            (
+                lambda r, host: "WROTE" not in r.stdout and r.stdout.count("denied") == 4,
+                lambda r, host: not any(p.exists() for p in host.escape_targets),
+            ),
+        ),
+        id="write-outside-temp-dir",
+    ),
+    pytest.param(
+        Attack(read_outside, ("ok",), (lambda r, host: "READ" not in r.stdout and "top secret" not in r.stdout,)),
+        id="read-host-files",
+    ),
+    pytest.param(
+        Attack(
+            f"import os; print(sorted(os.environ)); print({SECRET_NAME!r} in os.environ)",
+            ("ok",),
+            (
+                lambda r, host: SECRET_VALUE not in r.stdout and r.stdout.endswith("False\n"),
+                lambda r, host: r.stdout.startswith("['HOME', 'LANG', 'PATH', 'TMPDIR']"),
+            ),
+        ),
+        id="env-secrets",
+    ),
+    pytest.param(
+        Attack(
+            "import os\nos.kill(os.getppid(), 9)\nos.kill(1, 9)",
+            ("error",),
+            (lambda r, host: "PermissionError" in r.stderr,),
+        ),
+        id="kill-parent",
+    ),
+    pytest.param(
+        Attack(
+            "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)",
+            ("killed",),
+            (lambda r, host: r.truncated and len(r.stdout) <= 64 * 1024,),
+        ),
+        id="print-1gb",
+    ),
+    pytest.param(Attack(DAEMON, ("ok",), (lambda r, host: r.stdout == "parent done\n",)), id="daemon"),
+    pytest.param(
+        Attack(
+            "chunk = b'x' * (1 << 20)\ni = 0\nwhile True:\n    open(f'f{i}', 'wb').write(chunk * 8); i += 1",
+            ("error",),
+            (lambda r, host: "No space left" in r.stderr,),
+        ),
+        id="fill-temp-dir",
+    ),
+]
+
+
+@needs_bwrap
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_hostile_program_is_contained(sb, host, attack):
+    before = worker_tree(sb) or None
+    program = attack.program(host) if callable(attack.program) else attack.program
+    r, neighbour = sb.run_many([program, "print('neighbour')"])  # on the other worker, at the same time
+    shown = (r.status, r.returncode, r.stdout[-300:], r.stderr[-300:])
+    assert r.status in attack.statuses, shown
+    for check in attack.checks:
+        assert check(r, host), shown
+    assert not r.sandbox_error and not neighbour.sandbox_error
+    assert (neighbour.status, neighbour.stdout) == ("ok", "neighbour\n")
 
     # Nothing survives: no process runs as a sandbox uid, and each worker is back to exactly
     # its bwrap monitor, bwrap init and fork-server (the same processes as before).
@@ -243,7 +331,9 @@ for path in [{str(host_file)!r}, '/root/.bashrc', '/etc/shadow', {str(Path.cwd()
 
 @needs_bwrap
 def test_daemon_is_gone_when_result_returns(sb):
-    r = sb.run(DAEMON.replace("time.sleep(300)", "open('/proc/self/comm', 'w').write('pidistill-dmn'); time.sleep(300)"))
+    r = sb.run(
+        DAEMON.replace("time.sleep(300)", "open('/proc/self/comm', 'w').write('pidistill-dmn'); time.sleep(300)")
+    )
     assert r.status == "ok"
     assert sandbox_processes() == []
     assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "pidistill-dmn"]
@@ -317,11 +407,17 @@ def loop():
 def test_call_runs_a_prelude_function_as_a_program():
     """A Call is a program like any other (same isolation, statuses, limits), without source."""
     with Sandbox(Limits(timeout_s=1.0), workers=1, isolation="bwrap", prelude={"helpers": HELPERS}) as box:
-        ok, raised, exited, looped, missing, stdlib, source = box.run_many([
-            Call("helpers.greet", {"name": "you", "times": 2}), Call("helpers.fail", {"msg": "no"}),
-            Call("helpers.leave", {"code": 3}), Call("helpers.loop"), Call("nothere.f"),
-            Call("json.dumps", {"obj": [1]}), "import helpers; helpers.greet('src')",
-        ])  # fmt: skip
+        ok, raised, exited, looped, missing, stdlib, source = box.run_many(
+            [
+                Call("helpers.greet", {"name": "you", "times": 2}),
+                Call("helpers.fail", {"msg": "no"}),
+                Call("helpers.leave", {"code": 3}),
+                Call("helpers.loop"),
+                Call("nothere.f"),
+                Call("json.dumps", {"obj": [1]}),
+                "import helpers; helpers.greet('src')",
+            ]
+        )
         assert (ok.status, ok.stdout, ok.isolation) == ("ok", "hello you hello you \n", "bwrap")
         assert raised.status == "error" and raised.stderr.rstrip().endswith("ValueError: no")
         assert "in fail" in raised.stderr and "_server" not in raised.stderr  # the program's frames only
@@ -367,6 +463,7 @@ def test_start_boots_workers_in_the_background(monkeypatch):
         assert len(pids) == 2
         box.start()  # idempotent: running workers are kept
         assert box.run("print(4)").stdout == "4\n" and sorted(worker_tree(box)) == pids
+
     # closed while the workers are still starting: none of them is left behind
     def bwrap_pids() -> set[int]:
         return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "bwrap"}
@@ -393,18 +490,36 @@ def test_limits_validate():
 # ----------------------------------------------------------------------------- fallback
 
 
-def test_rlimits_fallback_basics(monkeypatch):
-    monkeypatch.setenv(SECRET_NAME, SECRET_VALUE)
+@pytest.fixture(scope="module")
+def rlimits_sb():
+    os.environ[SECRET_NAME] = SECRET_VALUE  # set before the worker starts: programs must not see it
     with Sandbox(Limits(timeout_s=1.0, memory_mb=256), workers=1, isolation="rlimits") as box:
-        ok, loop, mem, daemon = box.run_many(["print(6 * 7)", "while True: pass", "x = bytearray(2 * 2**30)", DAEMON])
-        assert (ok.status, ok.stdout) == ("ok", "42\n")
-        assert ok.isolation.startswith("rlimits")
-        assert loop.status == "timeout"
-        assert mem.status == "memory"
-        assert daemon.status == "ok"
-        assert sandbox_processes() == []
-        env = box.run(f"import os; print({SECRET_NAME!r} in os.environ, sorted(os.environ))")
-        assert env.stdout.startswith("False")
+        yield box
+    os.environ.pop(SECRET_NAME, None)
+
+
+@pytest.mark.parametrize(
+    "code, status, detail",
+    [
+        pytest.param("print(6 * 7)", "ok", lambda r: r.stdout == "42\n", id="ok"),
+        pytest.param("while True: pass", "timeout", None, id="infinite-loop"),
+        pytest.param("x = bytearray(2 * 2**30)", "memory", None, id="memory-hog"),
+        pytest.param(DAEMON, "ok", None, id="daemon"),
+        pytest.param(
+            f"import os; print({SECRET_NAME!r} in os.environ, sorted(os.environ))",
+            "ok",
+            lambda r: r.stdout.startswith("False"),
+            id="env-secrets",
+        ),
+    ],
+)
+def test_rlimits_fallback_basics(rlimits_sb, code, status, detail):
+    r = rlimits_sb.run(code)
+    shown = (r.status, r.stdout[-300:], r.stderr[-300:])
+    assert r.status == status, shown
+    assert detail is None or detail(r), shown
+    assert r.isolation.startswith("rlimits")
+    assert sandbox_processes() == []
 
 
 def test_rlimits_mode_warns_when_programs_cannot_read_the_interpreter(tmp_path, caplog):

@@ -16,19 +16,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows import serve as serve_mod
-from flows.cli import main
+from cli import processes
+from cli import serve as serve_mod
+from cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _pidistill() -> list[str]:
     exe = Path(sys.executable).parent / "pidistill"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "flows.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
 
 
 def test_serve_fails_clearly_when_prefect_api_url_does_not_answer(monkeypatch, capsys):
-    port = serve_mod.free_port()  # nothing listens there
+    port = processes.free_port()  # nothing listens there
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
     assert main(["serve"]) == 1
     err = capsys.readouterr().err
@@ -56,7 +57,7 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_counts_as_free():
         srv.bind(("127.0.0.1", 0))
         srv.listen()
         port = srv.getsockname()[1]
-        assert serve_mod.port_in_use("127.0.0.1", port)
+        assert processes.port_in_use("127.0.0.1", port)
         client = socket.create_connection(("127.0.0.1", port))
         conn, _ = srv.accept()
         conn.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
@@ -64,19 +65,21 @@ def test_a_port_left_in_time_wait_by_a_stopped_server_counts_as_free():
         client.close()
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))  # the scenario is real: a bind without SO_REUSEADDR fails
-    assert not serve_mod.port_in_use("127.0.0.1", port)
+    assert not processes.port_in_use("127.0.0.1", port)
 
 
 def test_stop_ends_a_process_and_its_descendants_in_other_sessions():
-    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
-            "start_new_session=True); print('up', flush=True); time.sleep(300)")
+    code = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+        "start_new_session=True); print('up', flush=True); time.sleep(300)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout.readline().strip() == "up"
     family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     assert len(family) == 2
     started = time.monotonic()
-    serve_mod.stop(proc, grace=5)
-    assert serve_mod.alive(family) == [] and time.monotonic() - started < 30
+    processes.stop(proc, grace=5)
+    assert processes.alive(family) == [] and time.monotonic() - started < 30
 
 
 def test_experiment_flow_parameters_form_is_typed_and_described():
@@ -98,8 +101,15 @@ class _Served:
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.lines: list[str] = []
         self.log = log
-        self.proc = subprocess.Popen(_pidistill() + ["serve", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            _pidistill() + ["serve", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -134,7 +144,8 @@ class _Served:
 
 @pytest.mark.slow
 def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_api(
-        tiny_model: Path, pidistill_home: Path, tmp_path: Path):
+    tiny_model: Path, pidistill_home: Path, tmp_path: Path
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
@@ -144,7 +155,7 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
     from flows.deployments import SMOKE_PRESETS, deployments
     from storage.catalog import query
 
-    port = serve_mod.free_port()
+    port = processes.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PIDISTILL_HOME=str(pidistill_home), PREFECT_HOME=str(tmp_path / "prefect"))
@@ -168,15 +179,29 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
                 nightly = client.read_deployment_by_name("nightly/nightly")
             on_server = serve_mod.deployments_on_server(api)
             t1 = time.monotonic()
-            run = run_deployment("experiment/smoke-demo", parameters={"run_id": "ui-smoke"}, timeout=900,
-                                 poll_interval=2, as_subflow=False)
+            run = run_deployment(
+                "experiment/smoke-demo",
+                parameters={"run_id": "ui-smoke"},
+                timeout=900,
+                poll_interval=2,
+                as_subflow=False,
+            )
             run_s = time.monotonic() - t1
             assert run.state is not None and run.state.is_completed(), f"{run.state}\n{served.tail()}"
             # The nightly deployment through the same worker, its form edited down to a few seconds of work.
             t2 = time.monotonic()
-            night = run_deployment("nightly/nightly", timeout=900, poll_interval=2, as_subflow=False, parameters={
-                "presets": ["demo"], "smoke": True, "fail_on_regression": False,
-                "overrides": ["rounds=1", "domain.train_size=8", "domain.eval_size=16", "arms=[{name: rft}]"]})
+            night = run_deployment(
+                "nightly/nightly",
+                timeout=900,
+                poll_interval=2,
+                as_subflow=False,
+                parameters={
+                    "presets": ["demo"],
+                    "smoke": True,
+                    "fail_on_regression": False,
+                    "overrides": ["rounds=1", "domain.train_size=8", "domain.eval_size=16", "arms=[{name: rft}]"],
+                },
+            )
             night_s = time.monotonic() - t2
             assert night.state is not None and night.state.is_completed(), f"{night.state}\n{served.tail()}"
             with get_client(sync_client=True) as client:
@@ -191,7 +216,7 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
             status = served.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             status = None
-        leftovers = serve_mod.alive(family)
+        leftovers = processes.alive(family)
         for p in leftovers:  # never leave a server or worker behind, even when the test fails
             p.kill()
     assert status == 0, served.tail()
@@ -200,8 +225,9 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
     assert "stopping ..." in served.lines
 
     # Every deployment of prefect.yaml is on the server, with a typed, described form.
-    assert set(on_server) == {("nightly/" if d["name"] == "nightly" else "experiment/") + d["name"]
-                              for d in deployments()}
+    assert set(on_server) == {
+        ("nightly/" if d["name"] == "nightly" else "experiment/") + d["name"] for d in deployments()
+    }
     props = dep.parameter_openapi_schema["definitions"]["ExperimentConfig"]["properties"]
     assert all(p.get("description") for p in props.values())
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [("0 2 * * *", "UTC", True)]
@@ -216,6 +242,8 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
     # The nightly's run is marked by its run_id, its comparison is in SQL and on its flow run's page.
     nightly_rows = query("select nightly_id, preset, arm, verdict, run_id from nightly")
     assert nightly_rows[["preset", "arm", "verdict"]].values.tolist() == [["demo", "rft", "no-baseline"]]
-    assert nightly_rows.run_id[0] == f"{nightly_rows.nightly_id[0]}-demo" and nightly_rows.run_id[0].startswith("nightly-")
+    assert nightly_rows.run_id[0] == f"{nightly_rows.nightly_id[0]}-demo" and nightly_rows.run_id[0].startswith(
+        "nightly-"
+    )
     assert {a.key for a in artifacts} == {"nightly-comparison", "nightly-report"}
     print(f"\nserve ready in {ready_s:.0f} s; through the worker: smoke-demo {run_s:.0f} s, nightly {night_s:.0f} s")

@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from attempt_factory import make_attempt
 
+from domains import Verdict
 from storage import writer
 from storage.catalog import CATALOG_NAME, connect, ensure_catalog, query
-from storage.schema import TABLES
+from storage.schema import ATTEMPTS, TABLES, Attempt
 from storage.writer import shard_path, sweep_temp_files, write_rows
 
 
 def _eval_rows(run_id: str, n: int, arm: str = "a") -> list[dict]:
-    return [{"run_id": run_id, "arm": arm, "seed": 0, "round": 1, "problem_id": f"p{i}", "model_ref": "m",
-             "n": 1, "n_pass": i % 2} for i in range(n)]
+    return [
+        {
+            "run_id": run_id,
+            "arm": arm,
+            "seed": 0,
+            "round": 1,
+            "problem_id": f"p{i}",
+            "model_ref": "m",
+            "n": 1,
+            "n_pass": i % 2,
+        }
+        for i in range(n)
+    ]
 
 
 def test_fresh_home_answers_queries_on_every_table(pidistill_home: Path):
@@ -32,7 +46,9 @@ def test_new_shards_are_visible_without_touching_the_catalog(pidistill_home: Pat
     ensure_catalog()
     mtime = (pidistill_home / CATALOG_NAME).stat().st_mtime_ns
     write_rows(shard_path(pidistill_home, "r1", "evaluations", "a", 0, 1, "eval"), _eval_rows("r1", 10), "evaluations")
-    write_rows(shard_path(pidistill_home, "r2", "evaluations", "b", 0, 1, "eval"), _eval_rows("r2", 4, "b"), "evaluations")
+    write_rows(
+        shard_path(pidistill_home, "r2", "evaluations", "b", 0, 1, "eval"), _eval_rows("r2", 4, "b"), "evaluations"
+    )
     df = query("select run_id, count(*) n, sum(n_pass) p from evaluations group by all order by all")
     assert df.values.tolist() == [["r1", 10, 5], ["r2", 4, 2]]
     assert (pidistill_home / CATALOG_NAME).stat().st_mtime_ns == mtime
@@ -52,6 +68,84 @@ def test_rows_must_match_the_schema(tmp_path: Path):
     with pytest.raises(ValueError, match=r"unexpected \['extra'\]"):
         write_rows(tmp_path / "x.parquet", [{**row, "extra": 1}], "evaluations")
     assert not list(tmp_path.iterdir())
+
+
+# The attempts table as it was declared before `Attempt` (parquet of every earlier run has it): the schema
+# derived from `Attempt` must stay exactly this (names, order, types), or old shards and views break.
+ATTEMPTS_AS_DECLARED = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("arm", pa.string()),
+        ("seed", pa.int32()),
+        ("round", pa.int32()),
+        ("phase", pa.string()),
+        ("problem_id", pa.string()),
+        ("attempt_id", pa.string()),
+        ("attempt_idx", pa.int32()),
+        ("sample_idx", pa.int32()),
+        ("parent_id", pa.string()),
+        ("model_ref", pa.string()),
+        ("sampler", pa.string()),
+        ("temperature", pa.float64()),
+        ("pi_kind", pa.string()),
+        ("pi_text", pa.string()),
+        ("prompt", pa.string()),
+        ("teacher_prompt", pa.string()),
+        ("completion", pa.string()),
+        ("status", pa.string()),
+        ("passed", pa.bool_()),
+        ("score", pa.float64()),
+        ("feedback", pa.string()),
+        ("n_prompt_tokens", pa.int32()),
+        ("n_completion_tokens", pa.int32()),
+        ("accepted", pa.bool_()),
+        ("reject_reason", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def test_attempts_schema_derived_from_attempt_is_the_declared_one():
+    assert ATTEMPTS.equals(ATTEMPTS_AS_DECLARED, check_metadata=True)
+    assert TABLES["attempts"] is ATTEMPTS and all(f.nullable for f in ATTEMPTS)
+    assert list(Attempt.__slots__) == ATTEMPTS.names
+
+
+def test_an_attempt_gets_its_verdict_and_decision_as_copies():
+    sampled = make_attempt(completion=" 2*7=15. #### 15")
+    assert (sampled.status, sampled.passed, sampled.accepted, sampled.reject_reason) == (None, None, None, None)
+    verified = sampled.with_verdict(Verdict("fail", False, 0.0, "final answer 15 is wrong"))
+    assert (verified.status, verified.passed, verified.score, verified.feedback) == (
+        "fail",
+        False,
+        0.0,
+        "final answer 15 is wrong",
+    )
+    assert sampled.status is None  # the sampled attempt is unchanged
+    assert (verified.decided("failed").accepted, verified.decided("failed").reject_reason) == (False, "failed")
+    assert (verified.decided(None).accepted, verified.decided(None).reject_reason) == (True, None)
+    with pytest.raises(AttributeError):
+        verified.passed = True  # frozen
+
+
+def test_attempts_write_as_their_rows_and_pickle_whole(pidistill_home: Path):
+    import pickle
+
+    verdict = Verdict("pass", True, 1.0)
+    attempts = [make_attempt(attempt_id=f"p-{i}", sample_idx=i).with_verdict(verdict).decided(None) for i in range(3)]
+    typed = write_rows(shard_path(pidistill_home, "r", "attempts", "a", 0, 1, "train"), attempts, "attempts")
+    as_dicts = write_rows(pidistill_home / "dicts.parquet", [a.to_row() for a in attempts], "attempts")
+    assert pq.read_table(typed).equals(pq.read_table(as_dicts))
+    assert pq.read_table(typed).schema.equals(ATTEMPTS_AS_DECLARED)
+    assert query("select attempt_id, sample_idx, passed, accepted from attempts order by 1").values.tolist() == [
+        ["p-0", 0, True, True],
+        ["p-1", 1, True, True],
+        ["p-2", 2, True, True],
+    ]
+    # stage return values are pickled to checkpoints (tasks.resume)
+    assert pickle.loads(pickle.dumps(attempts, protocol=pickle.HIGHEST_PROTOCOL)) == attempts
+    with pytest.raises(ValueError, match="do not fit"):
+        write_rows(pidistill_home / "x.parquet", attempts, "sft_examples")
 
 
 def test_a_crash_mid_write_leaves_no_shard_and_no_temp(tmp_path: Path, monkeypatch):
@@ -106,9 +200,17 @@ def test_new_columns_read_as_null_in_old_shards(pidistill_home: Path):
     """union_by_name: a column a later version adds does not break older runs."""
     import pyarrow as pa
 
-    old = pa.table({"run_id": ["old"], "arm": ["a"], "seed": pa.array([0], pa.int32()),
-                    "round": pa.array([1], pa.int32()), "problem_id": ["p"], "n": pa.array([1], pa.int32()),
-                    "n_pass": pa.array([1], pa.int32())})  # no model_ref column
+    old = pa.table(
+        {
+            "run_id": ["old"],
+            "arm": ["a"],
+            "seed": pa.array([0], pa.int32()),
+            "round": pa.array([1], pa.int32()),
+            "problem_id": ["p"],
+            "n": pa.array([1], pa.int32()),
+            "n_pass": pa.array([1], pa.int32()),
+        }
+    )  # no model_ref column
     writer.write_parquet(shard_path(pidistill_home, "old", "evaluations", "a", 0, 1, "eval"), old)
     df = query("select run_id, model_ref from evaluations")
     assert df.run_id.tolist() == ["old"] and df.model_ref.isna().all()
@@ -125,7 +227,7 @@ def test_reader_never_sees_a_partial_shard_while_a_writer_writes(pidistill_home:
                 with duckdb.connect(str(pidistill_home / CATALOG_NAME), read_only=True) as con:
                     n = con.sql("select count(*) from evaluations").fetchall()[0][0]
                     assert n % 50 == 0, n  # whole shards only
-            except Exception as exc:  # noqa: BLE001 - any reader error fails the test
+            except Exception as exc:
                 errors.append(exc)
                 return
 
@@ -143,10 +245,22 @@ def test_reader_never_sees_a_partial_shard_while_a_writer_writes(pidistill_home:
 
 
 def test_runs_row_roundtrip(pidistill_home: Path):
-    now = datetime.now(timezone.utc)
-    row = {"run_id": "r", "experiment": "e", "config_json": "{}", "config_hash": "h", "code_version": "c",
-           "data_hash": "d", "started_at": now, "finished_at": None, "status": "running", "error": None}
+    now = datetime.now(UTC)
+    row = {
+        "run_id": "r",
+        "experiment": "e",
+        "config_json": "{}",
+        "config_hash": "h",
+        "code_version": "c",
+        "data_hash": "d",
+        "started_at": now,
+        "finished_at": None,
+        "status": "running",
+        "error": None,
+    }
     write_rows(pidistill_home / "r" / "runs" / "run.parquet", [row], "runs")
-    write_rows(pidistill_home / "r" / "runs" / "run.parquet", [{**row, "status": "completed", "finished_at": now}], "runs")
+    write_rows(
+        pidistill_home / "r" / "runs" / "run.parquet", [{**row, "status": "completed", "finished_at": now}], "runs"
+    )
     assert query("select run_id, status from runs").values.tolist() == [["r", "completed"]]
     assert os.listdir(pidistill_home / "r" / "runs") == ["run.parquet"]

@@ -20,7 +20,13 @@ import threading
 from models.sampling.base import Completion, Sampler, cut_at_stop
 
 __all__ = [
-    "Completion", "Sampler", "cut_at_stop", "get_sampler", "release_samplers", "resolve_backend", "vllm_available",
+    "Completion",
+    "Sampler",
+    "cut_at_stop",
+    "get_sampler",
+    "release_samplers",
+    "resolve_backend",
+    "vllm_available",
 ]
 
 _lock = threading.Lock()
@@ -46,7 +52,9 @@ def resolve_backend(backend: str, device: str = "auto") -> str:
     return backend
 
 
-def get_sampler(backend: str, model_ref: str, device: str = "auto", dtype: str = "auto", batch_size: int = 64) -> Sampler:
+def get_sampler(
+    backend: str, model_ref: str, device: str = "auto", dtype: str = "auto", batch_size: int = 64
+) -> Sampler:
     global _current
     backend = resolve_backend(backend, device)
     key = (backend, model_ref, device, dtype, batch_size)
@@ -55,9 +63,12 @@ def get_sampler(backend: str, model_ref: str, device: str = "auto", dtype: str =
             return _current[1]
         if _current is not None:
             old_key, old = _current
-            if backend == "vllm" and old_key[0] == "vllm" and old_key[2:] == key[2:] and old.switch_adapter(model_ref):
-                _current = (key, old)  # another adapter of the same base: same engine, new LoRARequest
-                return old
+            if backend == "vllm" and old_key[0] == "vllm" and old_key[2:] == key[2:]:
+                from models.sampling.vllm import VLLMSampler
+
+                if isinstance(old, VLLMSampler) and old.switch_adapter(model_ref):
+                    _current = (key, old)  # another adapter of the same base: same engine, new LoRARequest
+                    return old
             old.close()
             _current = None
         if backend == "vllm":

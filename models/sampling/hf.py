@@ -9,17 +9,17 @@ a PEFT adapter folder: its base model is loaded with the adapter merged in
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 
 from models.loading import load_model, load_tokenizer, resolve_device
 from models.sampling.base import Completion, cut_at_stop
+from storage.ids import hash_int
 
 
 def _chunk_seed(seed: int, chunk: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{chunk}".encode()).hexdigest()[:8], 16)
+    return hash_int(seed, chunk)
 
 
 class HFSampler:
@@ -30,7 +30,7 @@ class HFSampler:
         self._setup(model_ref, load_model(model_ref, device, dtype), load_tokenizer(model_ref), device, batch_size)
 
     @classmethod
-    def from_model(cls, model, tokenizer, model_ref: str = "in-memory", batch_size: int = 64) -> "HFSampler":
+    def from_model(cls, model, tokenizer, model_ref: str = "in-memory", batch_size: int = 64) -> HFSampler:
         """A sampler over a model already in memory (e.g. one being trained)."""
         self = cls.__new__(cls)
         self._setup(model_ref, model, tokenizer, str(model.device), batch_size)
@@ -69,7 +69,9 @@ class HFSampler:
     def _generate_chunk(self, prompts, draws, temperature, top_p, max_new_tokens, stop) -> list[Completion]:
         enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        sampling = (
+            dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        )
         generated = self.model.generate(
             **enc,
             **sampling,

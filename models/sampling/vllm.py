@@ -36,17 +36,18 @@ the test lane) `enforce_eager` defaults to True: no torch.compile warmup.
 from __future__ import annotations
 
 import gc
-import hashlib
 import itertools
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from models.loading import adapter_base, resolve_dtype
 from models.sampling.base import Completion, cut_at_stop
+from storage.ids import hash_int
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ _lora_ids = itertools.count(1)  # LoRARequest ids: unique per process, a new one
 
 
 def _request_seed(seed: int, index: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:8], 16)
+    return hash_int(seed, index)
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -73,7 +74,9 @@ def _adapter_rank(model_ref: str) -> int:
 class VLLMSampler:
     name = "vllm"
 
-    def __init__(self, model_ref: str, device: str = "auto", dtype: str = "auto", batch_size: int = 64, **engine_options):
+    def __init__(
+        self, model_ref: str, device: str = "auto", dtype: str = "auto", batch_size: int = 64, **engine_options
+    ):
         from vllm.platforms import current_platform
 
         on_gpu = current_platform.is_cuda_alike()
@@ -85,7 +88,7 @@ class VLLMSampler:
         self.batch_size = batch_size
         self.model_ref = model_ref
         self.base_ref = adapter_base(model_ref) or model_ref
-        options = {"dtype": str(resolve_dtype(dtype, self.device)).removeprefix("torch."), "seed": 0}
+        options: dict[str, Any] = {"dtype": str(resolve_dtype(dtype, self.device)).removeprefix("torch."), "seed": 0}
         if not on_gpu:
             options["enforce_eager"] = True
         options.update(engine_options)
@@ -186,7 +189,7 @@ class VLLMSampler:
             return
         try:
             llm.llm_engine.engine_core.shutdown()  # engine core + workers: child processes, or in-process
-        except Exception:  # noqa: BLE001 - teardown is best effort; the processes die with us anyway
+        except Exception:
             log.warning("vLLM engine shutdown failed", exc_info=True)
         del llm
         try:  # an in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0) set these up here
@@ -194,13 +197,13 @@ class VLLMSampler:
 
             destroy_model_parallel()
             destroy_distributed_environment()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("vLLM distributed teardown skipped", exc_info=True)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def __enter__(self) -> "VLLMSampler":
+    def __enter__(self) -> VLLMSampler:
         return self
 
     def __exit__(self, *exc) -> None:

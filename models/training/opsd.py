@@ -12,7 +12,7 @@ teacher logits are aligned token by token. The teacher runs without gradient:
 weights, `ema` an exponential moving average of the student. D is reverse KL,
 forward KL or JSD(beta), over the full vocabulary or the student's top-k tokens
 plus a tail bucket (TRL's self-distillation loss functions, `trl.experimental.sdpo`).
-The PI kinds are the retry catalog's (`tasks.retry.make_pi`): "OPSD with gibberish
+The PI kinds are the retry catalog's (`domains.pi.make_pi`): "OPSD with gibberish
 PI" is `train.opsd.pi: gibberish`. With `verifier_feedback` the teacher sees the
 verdict on the student's own rollout (SDPO).
 """
@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from trl.experimental.sdpo.loss_utils import (
@@ -35,10 +34,12 @@ from trl.experimental.sdpo.loss_utils import (
 )
 
 from domains import Domain, Problem
+from domains.pi import make_pi
 from experiments.config import OPSDConfig, TrainConfig
 from models.loading import load_model, load_tokenizer, resolve_device
 from models.sampling.hf import HFSampler
 from models.training.sft import TrainResult, lora_config
+from storage.writer import folder_atomic
 
 # divergence name -> TRL's alpha: 0 = KL(teacher || student), 1 = KL(student || teacher)
 _ALPHA = {"forward_kl": 0.0, "reverse_kl": 1.0}
@@ -60,12 +61,19 @@ def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, cfg: 
     """Per-token divergence, shape (batch, tokens)."""
     alpha = _ALPHA.get(cfg.divergence, cfg.beta)
     if cfg.topk:
-        return compute_topk_self_distillation_loss(student_logits, teacher_logits, distillation_topk=cfg.topk,
-                                                   distillation_alpha=alpha, distillation_add_tail=True)
+        return compute_topk_self_distillation_loss(
+            student_logits,
+            teacher_logits,
+            distillation_topk=cfg.topk,
+            distillation_alpha=alpha,
+            distillation_add_tail=True,
+        )
     return compute_full_logit_self_distillation_loss(student_logits, teacher_logits, distillation_alpha=alpha)
 
 
-def _completion_logits(model, tokenizer, prompts: list[str], completions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _completion_logits(
+    model, tokenizer, prompts: list[str], completions: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits predicting each completion token after its prompt: (batch, max_len, vocab) and a mask."""
     device = next(model.parameters()).device
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] + c for p, c in zip(prompts, completions)]
@@ -101,20 +109,33 @@ def _ema_update(teacher, student, decay: float) -> None:
 
 
 def rollouts_for(
-    student, tokenizer, domain: Domain, problems: list[Problem], cfg: OPSDConfig, make_pi: Callable,
-    seed: int, max_new_tokens: int,
+    student,
+    tokenizer,
+    domain: Domain,
+    problems: list[Problem],
+    cfg: OPSDConfig,
+    seed: int,
+    max_new_tokens: int,
 ) -> list[Rollout]:
     """Sample one on-policy completion per problem and build its teacher prompt."""
     sampler = HFSampler.from_model(student, tokenizer, model_ref="student", batch_size=len(problems))
     prompts = [domain.prompt(p) for p in problems]
-    outs = sampler.generate(prompts, n=1, temperature=cfg.rollout_temperature, max_new_tokens=max_new_tokens,
-                            stop=domain.stop, seed=seed)
+    outs = sampler.generate(
+        prompts, n=1, temperature=cfg.rollout_temperature, max_new_tokens=max_new_tokens, stop=domain.stop, seed=seed
+    )
     texts = [o[0].text for o in outs]
     verdicts = domain.check_many(problems, texts) if cfg.pi == "verifier_feedback" else [None] * len(problems)
     rollouts = []
     for p, prompt, o, text, v in zip(problems, prompts, outs, texts, verdicts):
-        row = {"completion": text, "feedback": v.feedback if v else "", "attempt_id": f"{seed}:{p.problem_id}"}
-        pi = make_pi(cfg.pi, domain, p, row, problems, random.Random(f"{seed}:{p.problem_id}"))
+        pi = make_pi(
+            cfg.pi,
+            domain,
+            p,
+            problems,
+            random.Random(f"{seed}:{p.problem_id}"),
+            completion=text,
+            feedback=v.feedback if v else "",
+        )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rollouts.append(Rollout(p, prompt, domain.prompt(p, pi), pi.kind, pi.text, text, ids, o[0].n_prompt_tokens))
     return rollouts
@@ -127,7 +148,6 @@ def train_opsd(
     cfg: TrainConfig,
     checkpoint,
     seed: int,
-    make_pi: Callable,
     max_new_tokens: int,
     device: str = "auto",
     dtype: str = "auto",
@@ -139,7 +159,7 @@ def train_opsd(
     started = time.time()
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_ref)
-    student = load_model(model_ref, device=device, dtype=dtype)
+    student: Any = load_model(model_ref, device=device, dtype=dtype)  # a PeftModel under LoRA
     teacher = student if o.teacher == "live" else copy.deepcopy(student).eval().requires_grad_(False)
     if cfg.peft == "lora":
         from peft import get_peft_model
@@ -154,7 +174,7 @@ def train_opsd(
     for step in range(steps):
         batch = order.sample(problems, min(o.batch_size, len(problems)))
         student.eval()
-        rollouts = rollouts_for(student, tokenizer, domain, batch, o, make_pi, seed * 100_003 + step, max_new_tokens)
+        rollouts = rollouts_for(student, tokenizer, domain, batch, o, seed * 100_003 + step, max_new_tokens)
         if on_rollouts:
             on_rollouts(step, rollouts)
         student.train()
@@ -167,11 +187,9 @@ def train_opsd(
             _ema_update(teacher, student, o.ema_decay)
         losses.append(loss.item())
     saved = student.merge_and_unload() if cfg.peft == "lora" else student
-    work = checkpoint.with_name(f"{checkpoint.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    saved.save_pretrained(work)
-    tokenizer.save_pretrained(work)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    os.rename(work, checkpoint)
-    return TrainResult(str(checkpoint), steps * o.batch_size, steps, losses[-1] if losses else None,
-                       round(time.time() - started, 3))
+    with folder_atomic(checkpoint) as work:
+        saved.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+    return TrainResult(
+        str(checkpoint), steps * o.batch_size, steps, losses[-1] if losses else None, round(time.time() - started, 3)
+    )

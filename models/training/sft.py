@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from experiments.config import TrainConfig
 from models.loading import load_model, load_tokenizer, resolve_device
+from storage.writer import folder_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class TrainResult:
 def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str):
     from trl import SFTConfig
 
-    args = dict(
+    args: dict[str, Any] = dict(
         output_dir=str(output_dir),
         learning_rate=cfg.lr,
         num_train_epochs=cfg.epochs,
@@ -97,30 +98,27 @@ def train_sft(
     tokenizer = load_tokenizer(model_ref)
     tokenizer.padding_side = "right"
     model = load_model(model_ref, device=device, dtype=dtype)
-    work = checkpoint.with_name(f"{checkpoint.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(cfg, work / "trainer", seed, device),
-        train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
-        processing_class=tokenizer,
-        peft_config=lora_config(cfg) if cfg.peft == "lora" else None,
-        callbacks=callbacks,
-    )
-    from transformers import PrinterCallback
+    with folder_atomic(checkpoint) as work:
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(cfg, work / "trainer", seed, device),
+            train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg) if cfg.peft == "lora" else None,
+            callbacks=callbacks,
+        )
+        from transformers import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; losses are in log_history
-    output = trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    trained = trainer.model
-    if cfg.peft == "lora":
-        trained = trained.merge_and_unload()
-    shutil.rmtree(work / "trainer", ignore_errors=True)
-    trained.save_pretrained(work)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(work)
-    shutil.rmtree(checkpoint, ignore_errors=True)  # a leftover of a killed attempt at this round
-    os.rename(work, checkpoint)
+        trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; losses are in log_history
+        output = trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        trained: Any = trainer.model  # a PeftModel under LoRA, else the PreTrainedModel
+        if cfg.peft == "lora":
+            trained = trained.merge_and_unload()
+        shutil.rmtree(work / "trainer", ignore_errors=True)
+        trained.save_pretrained(work)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(work)
     final_loss = losses[-1] if losses else output.training_loss
     return TrainResult(
         checkpoint=str(checkpoint),

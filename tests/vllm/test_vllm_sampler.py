@@ -13,13 +13,13 @@ from models.sampling import vllm_available
 if not vllm_available():
     pytest.skip("vLLM is not installed here: its tests run in their own lane, make test-vllm", allow_module_level=True)
 
-import psutil  # noqa: E402
+import psutil
+import sampler_contract as contract
 
-import sampler_contract as contract  # noqa: E402
-from models.loading import load_tokenizer  # noqa: E402
-from models.sampling import get_sampler, release_samplers  # noqa: E402
-from models.sampling.hf import HFSampler  # noqa: E402
-from models.sampling.vllm import VLLMSampler  # noqa: E402
+from models.loading import load_tokenizer
+from models.sampling import get_sampler, release_samplers
+from models.sampling.hf import HFSampler
+from models.sampling.vllm import VLLMSampler
 
 pytestmark = pytest.mark.slow
 # vLLM's CPU build here, its CUDA build on a GPU machine; float32 on both so greedy output can match HF's.
@@ -79,7 +79,9 @@ def test_greedy_matches_the_hf_backend(sampler: VLLMSampler, hf: HFSampler):
     assert len(same) >= 18, [(x[0].text, y[0].text) for x, y in zip(a, b)]
     for x, y in same:
         assert (x.n_prompt_tokens, x.n_completion_tokens, x.finish_reason) == (
-            y.n_prompt_tokens, y.n_completion_tokens, y.finish_reason,
+            y.n_prompt_tokens,
+            y.n_completion_tokens,
+            y.finish_reason,
         )
 
 

@@ -1,17 +1,17 @@
-"""The try-again loop's pieces: PI of every kind, follow-up requests, schedules, curriculum, smoke scaling."""
+"""The try-again loop's pieces: which attempts fail, follow-up requests, schedules, curriculum, smoke scaling.
+(The PI each follow-up carries: tests/test_pi.py.)"""
 
 from __future__ import annotations
 
-import random
+from dataclasses import replace
 
-import pytest
+from attempt_factory import make_attempt
 
 from domains import get_domain
-from domains.base import pi_section
 from experiments.config import load_config, preset_names
-from tasks.common import RoundKey
 from tasks.curriculum import _pool, dynamic_problems
-from tasks.retry import PIUnavailable, failed, follow_ups, gibberish, make_pi
+from tasks.follow_ups import failed, follow_ups
+from tasks.keys import RoundKey
 from tasks.sample import temperature_for
 
 ARITH = get_domain("arith")
@@ -19,62 +19,28 @@ PROBLEMS = ARITH.load("train", limit=20)
 
 
 def _failed_row(p, i=0):
-    return {"problem_id": p.problem_id, "attempt_id": f"{p.problem_id}-{i}", "completion": " 1+1=3. #### 3",
-            "status": "fail", "passed": False, "score": 0.0, "feedback": "final answer 3 is wrong"}
-
-
-@pytest.mark.parametrize("kind", ["none", "correct_answer", "wrong_answer", "gibberish", "previous_attempt",
-                                  "verifier_feedback", "self_diagnosis", "reference_solution"])
-def test_every_pi_kind_renders_into_the_retry_prompt(kind):
-    p = PROBLEMS[0]
-    pi = make_pi(kind, ARITH, p, _failed_row(p), PROBLEMS, random.Random(0), diagnosis="I added wrong")
-    assert pi.kind == kind
-    prompt = ARITH.prompt(p, pi)
-    assert pi_section(pi) in prompt and prompt != ARITH.prompt(p)
-    expected_text = {
-        "none": "", "correct_answer": p.answer, "previous_attempt": "1+1=3. #### 3",
-        "verifier_feedback": "final answer 3 is wrong", "self_diagnosis": "I added wrong",
-        "reference_solution": p.solution.strip(),
-    }
-    if kind in expected_text:
-        assert pi.text == expected_text[kind]
-
-
-def test_wrong_answer_is_plausible_and_wrong():
-    for i, p in enumerate(PROBLEMS):
-        wrong = make_pi("wrong_answer", ARITH, p, {}, PROBLEMS, random.Random(i)).text
-        assert wrong != p.answer and wrong.lstrip("-").isdigit()
-        assert abs(int(wrong) - int(p.answer)) <= max(3, int(p.answer) // 5)
-
-
-def test_wrong_answer_falls_back_to_another_problems_answer_without_a_perturbation():
-    class Plain:  # a domain with no wrong_answer hook
-        name = "plain"
-
-    p = PROBLEMS[0]
-    text = make_pi("wrong_answer", Plain(), p, {}, PROBLEMS, random.Random(0)).text
-    assert text != p.answer and text in {q.answer for q in PROBLEMS}
-
-
-def test_gibberish_matches_length_and_is_seeded():
-    assert gibberish(20, random.Random(1)) == gibberish(20, random.Random(1))
-    assert gibberish(20, random.Random(1)) != gibberish(20, random.Random(2))
-    assert abs(len(gibberish(20, random.Random(3))) - 20) <= 1
-    assert len(gibberish(1, random.Random(3))) >= 3
-
-
-def test_skeleton_needs_a_domain_with_proofs():
-    with pytest.raises(PIUnavailable, match="skeleton"):
-        make_pi("skeleton", ARITH, PROBLEMS[0], {}, PROBLEMS, random.Random(0))
+    return make_attempt(
+        problem_id=p.problem_id,
+        attempt_id=f"{p.problem_id}-{i}",
+        completion=" 1+1=3. #### 3",
+        status="fail",
+        passed=False,
+        score=0.0,
+        feedback="final answer 3 is wrong",
+    )
 
 
 def test_failed_selects_what_filter_would_reject_but_not_verifier_errors():
     cfg = load_config("demo")
-    rows = [{"status": "pass", "passed": True, "score": 1.0}, {"status": "fail", "passed": False, "score": 0.0},
-            {"status": "timeout", "passed": False, "score": 0.0}, {"status": "error", "passed": False, "score": 0.0}]
+    rows = [
+        make_attempt(status="pass", passed=True, score=1.0),
+        make_attempt(status="fail", passed=False, score=0.0),
+        make_attempt(status="timeout", passed=False, score=0.0),
+        make_attempt(status="error", passed=False, score=0.0),
+    ]
     assert failed(cfg, rows) == rows[1:3]
     graded = load_config("demo", ["verify.mode=graded", "verify.threshold=0.5"])
-    assert failed(graded, [{"status": "fail", "passed": False, "score": 0.6}]) == []
+    assert failed(graded, [make_attempt(status="fail", passed=False, score=0.6)]) == []
 
 
 def test_follow_ups_retry_carry_pi_and_resample_do_not():
@@ -82,11 +48,22 @@ def test_follow_ups_retry_carry_pi_and_resample_do_not():
     rows = [_failed_row(p) for p in PROBLEMS[:3]]
     retry = load_config("demo", ["retry.strategy=retry", "retry.feedback=correct_answer"])
     reqs = follow_ups(retry, 0, 1, by_id, rows, 1)
-    assert [r.parent_id for r in reqs] == [r["attempt_id"] for r in rows]
-    assert all(r.attempt_idx == 1 and r.pi.kind == "correct_answer" and "correct final answer" in r.prompt for r in reqs)
+    assert [r.parent_id for r in reqs] == [r.attempt_id for r in rows]
+    assert all(
+        r.attempt_idx == 1 and r.pi.kind == "correct_answer" and "correct final answer" in r.prompt for r in reqs
+    )
     resample = load_config("demo", ["retry.strategy=resample", "retry.feedback=correct_answer"])
     reqs = follow_ups(resample, 0, 1, by_id, rows, 1)
     assert all(r.pi is None and r.prompt == ARITH.prompt(by_id[r.problem.problem_id]) for r in reqs)
+
+
+def test_follow_ups_pass_the_failed_completion_and_its_feedback_to_the_pi():
+    by_id = {p.problem_id: p for p in PROBLEMS}
+    rows = [_failed_row(p) for p in PROBLEMS[:2]] + [replace(_failed_row(PROBLEMS[2]), feedback=None)]
+    fb = follow_ups(load_config("demo", ["retry.feedback=verifier_feedback"]), 0, 1, by_id, rows, 1)
+    assert [r.pi.text for r in fb] == ["final answer 3 is wrong"] * 2 + ["(the checker gave no detail)"]
+    prev = follow_ups(load_config("demo", ["retry.feedback=previous_attempt"]), 0, 1, by_id, rows, 1)
+    assert all(r.pi.text == "1+1=3. #### 3" for r in prev)
 
 
 def test_follow_ups_are_deterministic_per_seed():
@@ -107,8 +84,9 @@ def test_temperature_schedule_and_retry_temperature():
 
 
 def test_dynamic_curriculum_prefers_the_frontier_and_explores():
-    cfg = load_config("demo", ["curriculum.mode=dynamic", "curriculum.pool_size=60", "domain.train_size=10",
-                               "curriculum.explore=0.2"])
+    cfg = load_config(
+        "demo", ["curriculum.mode=dynamic", "curriculum.pool_size=60", "domain.train_size=10", "curriculum.explore=0.2"]
+    )
     key = RoundKey("r", "a", 0, 2, "/tmp")
     pool = _pool(cfg, 0, 60)
     history = {p.problem_id: rate for p, rate in zip(pool[:30], [0.0, 1.0, 0.5, 0.25] * 8)}

@@ -1,0 +1,351 @@
+"""The `pidistill` command (cyclopts: each command's help comes from its docstring and annotations).
+
+    pidistill demo                                   # the micro-scale headline experiment on CPU
+    pidistill run PRESET_OR_YAML [--run-id ID] [--set key=value ...] [--smoke]
+                                                     # an existing --run-id resumes that run
+    pidistill smoke [PRESET ...]                     # presets at micro scale (all by default)
+    pidistill list                                   # presets and what the original sprint measured
+    pidistill sql "select arm, avg(passed::int) from attempts group by arm"
+    pidistill report [RUN_ID ...]                    # report.md + report.html (default: the latest run)
+    pidistill bootstrap-model                        # build the tiny local model now
+    pidistill doctor                                 # what this machine can run (Lean, GPU, sandbox)
+    pidistill serve [--port N]                       # Prefect server + deployments + worker; prints the UI URL
+
+Exit codes: 0 ok, 1 the run failed, 2 bad input (config, query, arguments).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+from cyclopts import App, Parameter
+from cyclopts.exceptions import CycloptsError
+
+from cli.env import offline_defaults, own_ephemeral_server
+from experiments.config import ConfigError, ExperimentConfig, load_config, preset_names
+
+
+def _set_help() -> str:
+    """`--set`'s help, from the config's own field descriptions (one source for the UI form and the CLI)."""
+    sections = ", ".join(
+        f"{name} ({field.description.rstrip('.').lower()})"
+        for name, field in ExperimentConfig.model_fields.items()
+        if field.description and name not in ("name", "description", "seed_result")
+    )
+    return (
+        "Override a config field: dotted key, YAML value, repeatable (e.g. --set train.lr=1e-4 "
+        f"--set seeds=[0,1]); model=X and domain=X keep the rest of their section. Fields: {sections}."
+    )
+
+
+# Declared once, used by every command that takes a config.
+Sets = Annotated[list[str] | None, Parameter(name="--set", help=_set_help(), negative=(), show_default=False)]
+RunId = Annotated[
+    str | None,
+    Parameter(
+        help="Run id (default: <preset>-<utc time>-<rand>). The id of an existing "
+        "run resumes it: completed stages are skipped."
+    ),
+]
+
+app = App(
+    name="pidistill",
+    help="LLM self-improvement loops, every attempt queryable (exit 0 ok, 1 the run failed, 2 bad input).",
+    version_flags=[],
+    help_format="plaintext",
+)
+
+
+def _run(config: ExperimentConfig, run_id: str | None) -> int:
+    from analysis.report import build_report, format_table
+    from flows.experiment import experiment_flow
+    from storage.writer import home_dir
+    from tasks.runs import new_run_id, preflight
+
+    # Fails in a line, before Prefect starts, on a config that cannot run here; the flow's own
+    # preflight of the same config is then a cache hit (tasks.runs.preflight).
+    preflight(config)
+    run_id = run_id or new_run_id(config.name)
+    started = time.time()
+    print(
+        f"run {run_id}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} "
+        f"rounds on {config.domain.name}; outputs in {home_dir() / run_id}",
+        flush=True,
+    )
+    experiment_flow(config, run_id=run_id)
+    print(f"\n{config.name} ({run_id}) finished in {time.time() - started:.0f} s\n")
+    print(format_table(build_report(run_id)))
+    print(f"\nReport: {home_dir() / run_id / 'report' / 'report.html'}")
+    print(
+        f'\nQuery every attempt:  pidistill sql "select arm, seed, round, count(*), avg(passed::int) '
+        f"from attempts where run_id = '{run_id}' group by all order by all\""
+    )
+    return 0
+
+
+@app.command
+def run(config: str, *, smoke: bool = False, set: Sets = None, run_id: RunId = None) -> int:
+    """Run a preset or a YAML config.
+
+    Parameters
+    ----------
+    config
+        Preset name (see `pidistill list`) or path to a YAML file.
+    smoke
+        Micro scale on CPU: tiny model, gsm8k -> arith, few problems, one seed.
+    """
+    return _run(load_config(config, set or [], smoke_scale=smoke), run_id)
+
+
+@app.command
+def demo(*, set: Sets = None, run_id: RunId = None) -> int:
+    """The demo experiment (arith, tiny model, CPU): the sprint's headline comparison at micro scale."""
+    return _run(load_config("demo", set or []), run_id)
+
+
+def _needs_missing_piece(cfg: ExperimentConfig) -> str | None:
+    """Why a preset cannot run at all here (Lean presets without Lean, OPSD before its trainer)."""
+    from tasks.runs import PreflightError, preflight
+
+    try:
+        preflight(cfg)
+    except PreflightError as exc:
+        arms = [cfg.for_arm(a.name) for a in cfg.arms]
+        if any(a.domain.name == "minif2f" for a in arms) or any(a.train.method == "opsd" for a in arms):
+            return str(exc)
+        raise
+    return None
+
+
+@app.command(name="smoke")
+def smoke_presets(*presets: str, set: Sets = None) -> int:
+    """Run presets at micro scale (default: every preset); those that cannot run here are skipped with the reason.
+
+    Parameters
+    ----------
+    presets
+        Preset names (default: every preset).
+    """
+    results = []
+    for name in presets or preset_names():
+        cfg = load_config(name, set or [], smoke_scale=True)
+        started = time.time()
+        try:
+            skip = _needs_missing_piece(cfg)
+            status = f"skipped: {skip}" if skip else ("ok" if _run(cfg, None) == 0 else "FAILED")
+        except ConfigError as exc:
+            status = f"FAILED: {exc}"
+        except Exception as exc:
+            status = f"FAILED: {type(exc).__name__}: {exc}"
+        results.append((name, status, time.time() - started))
+    print("\nsmoke results")
+    for name, status, seconds in results:
+        print(f"  {name:<28} {seconds:6.0f} s  {status[:160]}")
+    return 1 if any(s.startswith("FAILED") for _, s, _ in results) else 0
+
+
+@app.command(name="list")
+def list_presets(*, verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False) -> int:
+    """List the presets and what the original sprint measured.
+
+    Parameters
+    ----------
+    verbose
+        Also print each preset's description.
+    """
+    for name in preset_names():
+        cfg = load_config(name)
+        print(f"{name:<28} {cfg.domain.name:<9} {len(cfg.arms)} arms  seed result: {cfg.seed_result or '-'}")
+        if verbose and cfg.description:
+            print(f"    {' '.join(cfg.description.split())}")
+    return 0
+
+
+@app.command
+def sql(query: str, *, format: Literal["table", "csv"] = "table", max_rows: int = 200) -> int:
+    """Run SQL over every run (tables: runs, attempts, sft_examples, trainings, evaluations, stages, ...).
+
+    Parameters
+    ----------
+    query
+        A DuckDB SQL query, e.g. "select arm, avg(passed::int) from attempts group by arm".
+    format
+        Output format.
+    max_rows
+        Most rows printed as a table.
+    """
+    import duckdb
+    import pandas as pd
+
+    from storage.catalog import query as run_query
+
+    try:
+        df = run_query(query)
+    except duckdb.Error as exc:
+        print(f"pidistill sql: {exc}", file=sys.stderr)
+        return 2
+    if format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        with pd.option_context(
+            "display.max_rows", max_rows, "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
+        ):
+            print(df.to_string(index=False) if len(df) else f"(no rows; columns: {', '.join(df.columns)})")
+    return 0
+
+
+@app.command
+def report(*run_ids: str, screenshot: Path | None = None) -> int:
+    """(Re)write report.md and report.html of runs (default: the latest) and print their tables.
+
+    Parameters
+    ----------
+    run_ids
+        Runs to report (default: the latest).
+    screenshot
+        Also render the first run's report.html in headless Chromium to this PNG.
+    """
+    from analysis.report import build_report, format_table, write_report
+    from storage.catalog import query
+
+    ids = list(run_ids) or query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").run_id.tolist()
+    if not ids:
+        print("pidistill report: no runs yet", file=sys.stderr)
+        return 2
+    for i, run_id in enumerate(ids):
+        try:
+            built = build_report(run_id)
+        except KeyError as exc:
+            print(f"pidistill report: {exc.args[0]}", file=sys.stderr)
+            return 2
+        path = write_report(built)
+        print(format_table(built))
+        print(f"report: {path}\n")
+        if screenshot and i == 0:
+            from analysis.screenshot import screenshot as take
+
+            print(f"screenshot: {take(path, screenshot)}")
+    return 0
+
+
+@app.command(name="bootstrap-model")
+def bootstrap_model(config: str = "demo", *, set: Sets = None) -> int:
+    """Build (or find cached) the tiny local model.
+
+    Parameters
+    ----------
+    config
+        Preset or YAML whose model.tiny recipe to build.
+    """
+    from models.tiny import ensure_tiny_model
+
+    print(ensure_tiny_model(load_config(config, set or []).model.tiny))
+    return 0
+
+
+@app.command
+def doctor(*, live: bool = False) -> int:
+    """What this machine can run: accelerator, code sandbox isolation, Lean (and so which presets).
+
+    Parameters
+    ----------
+    live
+        Also start a Lean REPL and check a one-line theorem.
+    """
+    import torch
+
+    from lean_env.doctor import doctor as lean_doctor
+    from lean_env.doctor import format_doctor
+    from sandbox import Limits, Sandbox
+
+    print(
+        f"python   {sys.version.split()[0]}, torch {torch.__version__}, "
+        f"cuda {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}"
+    )
+    with Sandbox(Limits(timeout_s=5.0), workers=1) as sb:
+        r = sb.run("print('ok')")
+    print(f"sandbox  isolation={r.isolation} status={r.status}")
+    rows = lean_doctor(live=live)
+    print(format_doctor(rows))
+    lean_presets = [n for n in preset_names() if load_config(n).domain.name == "minif2f"]
+    if lean_presets:
+        state = "can run" if all(ok for _, ok, _ in rows) else "cannot run (Lean not found)"
+        print(f"Lean presets {state}: {', '.join(lean_presets)}")
+    return 0
+
+
+@app.command
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    no_worker: bool = False,
+    no_deploy: bool = False,
+    deployments: Annotated[list[str] | None, Parameter(consume_multiple=True)] = None,
+    limit: int = 1,
+) -> int:
+    """The Prefect UI: start (or use PREFECT_API_URL's) server, deploy prefect.yaml, run a worker until Ctrl-C.
+
+    Parameters
+    ----------
+    host
+        Address of the server started here.
+    port
+        Port of the server started here (default 4200; 0 = any free one).
+    no_worker
+        Do not run a worker (runs wait for one started elsewhere).
+    no_deploy
+        Keep the deployments as they are on the server.
+    deployments
+        Deploy only these (default: every deployment of prefect.yaml).
+    limit
+        Most flow runs the worker runs at once.
+    """
+    from cli.serve import ServeError
+    from cli.serve import serve as serve_ui
+
+    if limit < 1:
+        print("pidistill serve: --limit must be at least 1", file=sys.stderr)
+        return 2
+    if port is not None and not 0 <= port <= 65535:
+        print(f"pidistill serve: --port {port} is not a port (0-65535; 0 = any free one)", file=sys.stderr)
+        return 2
+    try:
+        return serve_ui(
+            host=host,
+            port=port if port is not None else 4200,
+            worker=not no_worker,
+            deploy_names=deployments or None,
+            skip_deploy=no_deploy,
+            limit=limit,
+        )
+    except ServeError as exc:
+        print(f"pidistill serve: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline_defaults()
+    own_ephemeral_server()
+    try:
+        code = app(
+            sys.argv[1:] if argv is None else argv, exit_on_error=False, print_error=False, result_action="return_value"
+        )
+    except CycloptsError as exc:
+        print(f"pidistill: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"pidistill: config error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `pidistill sql ... | head`: the reader left, which is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush stays quiet
+        return 0
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The domain object a config names (built once per process) and its held-out problems.
+
+>>> domain_of(cfg).name             # 'arith'
+>>> len(eval_problems(cfg)) == cfg.domain.eval_size
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from domains import Domain, Problem, get_domain
+from experiments.config import DomainConfig, ExperimentConfig
+
+
+@functools.lru_cache(maxsize=16)
+def _domain(name: str, path: str | None, options_json: str) -> Domain:
+    return get_domain(name, path=path, **json.loads(options_json))
+
+
+def domain_of(cfg: DomainConfig | ExperimentConfig) -> Domain:
+    """The (cached) domain object a config names: a code domain's sandbox pool starts once per process."""
+    d = cfg.domain if isinstance(cfg, ExperimentConfig) else cfg
+    return _domain(d.name, d.path, json.dumps(d.options, sort_keys=True))
+
+
+def eval_problems(cfg: ExperimentConfig) -> list[Problem]:
+    """The held-out problems: the first `eval_size` of the test split, the same for every seed and arm."""
+    return domain_of(cfg).load("test", limit=cfg.domain.eval_size)
