@@ -109,6 +109,13 @@ def _sweep(config: dict) -> tuple[str, list[tuple[Any, str]]] | None:
     return name, sorted(zip(values, (a["name"] for a in arms)))
 
 
+class NoResults(KeyError):
+    """The run exists but has nothing to report yet (it failed or is still running before its first evaluation)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> Report:
     params = {"run_id": run_id}
     runs = query("SELECT * FROM runs WHERE run_id = $run_id", home, params)
@@ -117,6 +124,9 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
     run = runs.iloc[0]
     config = json.loads(run.config_json)
     ev = query("SELECT arm, seed, round, problem_id, n, n_pass FROM evaluations WHERE run_id = $run_id", home, params)
+    if ev.empty:
+        why = f": {run.error}" if run.status == "failed" and run.error else ""
+        raise NoResults(f"run {run_id!r} is {run.status} and has no evaluation yet{why}")
     ev["rate"] = ev.n_pass / ev.n
     k = int(ev.n.max())
     ev["pass_k"] = [pass_at_k(n, c, k) if n >= k else np.nan for n, c in zip(ev.n.astype(int), ev.n_pass.astype(int))]

@@ -17,7 +17,9 @@ Exit codes: 0 ok, 1 the run failed, 2 bad input (config, query, arguments).
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +28,7 @@ from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
 from cli.env import offline_defaults, own_ephemeral_server
+from domains.errors import NotRetryable
 from experiments.config import ConfigError, ExperimentConfig, load_config, preset_names
 
 
@@ -42,6 +45,24 @@ def _set_help() -> str:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import version
+
+    from tasks.runs import code_version
+
+    return f"pidistill {version('pidistill')} ({code_version()})"
+
+
+def _sql_help() -> str:
+    from storage.catalog import VIEWS
+    from storage.schema import TABLES
+
+    return (
+        f"Run SQL over every run. Tables: {', '.join(TABLES)}; views: {', '.join(VIEWS)}. "
+        "Column meanings: docs/sql.md and storage/schema.py."
+    )
+
+
 # Declared once, used by every command that takes a config.
 Sets = Annotated[list[str] | None, Parameter(name="--set", help=_set_help(), negative=(), show_default=False)]
 RunId = Annotated[
@@ -54,8 +75,20 @@ RunId = Annotated[
 
 app = App(
     name="pidistill",
-    help="LLM self-improvement loops, every attempt queryable (exit 0 ok, 1 the run failed, 2 bad input).",
-    version_flags=[],
+    help=(
+        "LLM self-improvement loops (rejection sampling, try-again with privileged information, on-policy "
+        "self-distillation), every attempt queryable in SQL."
+    ),
+    help_epilogue=(
+        "Examples:\n"
+        "  pidistill list                         the presets\n"
+        "  pidistill run star-try-again --smoke   a preset at micro scale on CPU\n"
+        "  pidistill report                       the latest run's report\n"
+        '  pidistill sql "select * from summary"  every run\'s arms in SQL\n'
+        "  pidistill serve                        the Prefect UI\n\n"
+        "Exit status: 0 ok, 1 the run failed, 2 bad input."
+    ),
+    version=_version,
     help_format="plaintext",
 )
 
@@ -64,12 +97,12 @@ def _run(config: ExperimentConfig, run_id: str | None) -> int:
     from analysis.report import build_report, format_table
     from flows.experiment import experiment_flow
     from storage.writer import home_dir
-    from tasks.runs import new_run_id, preflight
+    from tasks.runs import check_run_id, new_run_id, preflight
 
-    # Fails in a line, before Prefect starts, on a config that cannot run here; the flow's own
+    # Fails in a line, before Prefect starts, on input that cannot run here; the flow's own
     # preflight of the same config is then a cache hit (tasks.runs.preflight).
+    run_id = check_run_id(run_id) if run_id is not None else new_run_id(config.name)
     preflight(config)
-    run_id = run_id or new_run_id(config.name)
     started = time.time()
     print(
         f"run {run_id}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} "
@@ -165,9 +198,9 @@ def list_presets(*, verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])
     return 0
 
 
-@app.command
+@app.command(help=_sql_help())
 def sql(query: str, *, format: Literal["table", "csv"] = "table", max_rows: int = 200) -> int:
-    """Run SQL over every run (tables: runs, attempts, sft_examples, trainings, evaluations, stages, ...).
+    """Run SQL over every run.
 
     Parameters
     ----------
@@ -182,6 +215,10 @@ def sql(query: str, *, format: Literal["table", "csv"] = "table", max_rows: int 
     import pandas as pd
 
     from storage.catalog import query as run_query
+
+    if max_rows < 1:
+        print(f"pidistill sql: --max-rows {max_rows}: give at least 1", file=sys.stderr)
+        return 2
 
     try:
         df = run_query(query)
@@ -328,9 +365,21 @@ def serve(
         return 1
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (timeout, SLURM, CI, `kill`) exits like Ctrl-C: Python's exit handlers then stop the
+    temporary Prefect server and the run is recorded as failed, instead of dying with both left behind."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
     own_ephemeral_server()
+    _exit_on_sigterm()
     try:
         code = app(
             sys.argv[1:] if argv is None else argv, exit_on_error=False, print_error=False, result_action="return_value"
@@ -340,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ConfigError as exc:
         print(f"pidistill: config error: {exc}", file=sys.stderr)
+        return 2
+    except NotRetryable as exc:  # bad input that is not a config: a busy run, a run with nothing to report
+        print(f"pidistill: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `pidistill sql ... | head`: the reader left, which is not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush stays quiet

@@ -375,8 +375,14 @@ class ExperimentConfig(_Frozen):
             _set_dotted(data, key, value, where=f"arms[{index}].set")
         return _validate(data, prefix=f"arms[{index}].set: ")
 
+    # What names or describes an experiment but cannot change a number it produces: editing the
+    # description in the UI form must not move the hash (resume and the nightly compare by it).
+    NOT_HASHED: ClassVar[tuple[str, ...]] = ("description", "seed_result")
+
     def config_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """The identity of what the config computes: its canonical JSON without `NOT_HASHED`."""
+        data = {k: v for k, v in json.loads(self.canonical_json()).items() if k not in self.NOT_HASHED}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
     def canonical_json(self) -> str:
         """The config as stored with a run (and hashed). Of `scale`, only what changes results is kept,

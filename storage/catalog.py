@@ -147,6 +147,10 @@ FROM st LEFT JOIN tr USING (run_id, arm)
 """
 
 
+# The derived views, beside one view per table (what `pidistill sql --help` lists).
+VIEWS = ("summary", "compute", "nightly")
+
+
 def _is_current(path: Path, home: Path) -> bool:
     try:
         with duckdb.connect(str(path), read_only=True) as con:

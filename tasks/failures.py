@@ -9,6 +9,7 @@ a bare RuntimeError, so a RuntimeError is infrastructure when its message names 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from domains.errors import NotRetryable
@@ -35,6 +36,25 @@ def is_infrastructure_failure(exc: BaseException | None) -> bool:
     if isinstance(exc, _INFRA_TYPES) or {c.__name__ for c in type(exc).__mro__} & _INFRA_NAMES:
         return True
     return type(exc) is RuntimeError and any(w in str(exc).lower() for w in _CUDA_WORDS)
+
+
+class _OneLine(logging.Filter):
+    """Drops the traceback from Prefect's log record of a NotRetryable failure: bad input is said in its
+    message (one line in the console and the UI); a traceback is for bugs and machines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, NotRetryable):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_expected_failures() -> None:
+    """Install `_OneLine` on Prefect's flow and task run loggers (once per process)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLine) for f in logger.filters):
+            logger.addFilter(_OneLine())
 
 
 def retry_on_infrastructure(task: Any, task_run: Any, state: Any) -> bool:

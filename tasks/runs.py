@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -26,10 +27,11 @@ from prefect.cache_policies import NO_CACHE
 from domains import DomainError
 from domains.base import stable_hash
 from domains.data import looks_like_path
+from domains.errors import NotRetryable
 from experiments.config import ConfigError, ExperimentConfig, ModelConfig
 from storage.writer import home_dir, sweep_temp_files, write_rows
 from tasks.domain import domain_of
-from tasks.failures import retry_on_infrastructure
+from tasks.failures import quiet_expected_failures, retry_on_infrastructure
 from tasks.metering import now
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,18 @@ class PreflightError(ConfigError):
 
 def new_run_id(experiment: str) -> str:
     return f"{experiment}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names a folder under PIDISTILL_HOME: no separators, no way out of it."""
+    if not _RUN_ID.match(run_id):
+        raise ConfigError(
+            f"--run-id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit)"
+        )
+    return run_id
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,9 +101,9 @@ def _preflight(config: ExperimentConfig) -> None:
             domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
         except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
             raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
-        name = cfg.model.name_or_path
-        if name != "tiny" and looks_like_path(name) and not Path(name).expanduser().is_dir():
-            raise PreflightError(f"{where}model.name_or_path: no model folder at {name}")
+        _check_model(cfg.model.name_or_path, "model.name_or_path", where)
+        if cfg.retry.model:
+            _check_model(cfg.retry.model, "retry.model", where)
         if cfg.sampling.backend == "vllm":  # 'auto' always works: vLLM when importable on a GPU, else HF
             from models.sampling import vllm_available
 
@@ -102,13 +116,20 @@ def _preflight(config: ExperimentConfig) -> None:
             _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
             _check_pi(cfg.retry.feedback, "retry.feedback", domain, where)
-        if (
-            cfg.retry.model
-            and cfg.retry.model != "tiny"
-            and looks_like_path(cfg.retry.model)
-            and not Path(cfg.retry.model).expanduser().is_dir()
-        ):
-            raise PreflightError(f"{where}retry.model: no model folder at {cfg.retry.model}")
+
+
+def _check_model(name: str, field: str, where: str) -> None:
+    """A model must be the tiny model, a local folder, or a hub id that is cached or reachable."""
+    if name == "tiny":
+        return
+    if looks_like_path(name):
+        if not Path(name).expanduser().is_dir():
+            raise PreflightError(f"{where}{field}: no model folder at {name}")
+        return
+    from models.hub import hub_model_problem
+
+    if problem := hub_model_problem(name):
+        raise PreflightError(f"{where}{field}: {problem}")
 
 
 def _check_pi(kind: str, field: str, domain, where: str) -> None:
@@ -128,7 +149,7 @@ def data_hash(config: ExperimentConfig) -> str:
     return stable_hash(sorted({domain_of(config.for_arm(a.name)).data_hash() for a in config.arms}))
 
 
-class RunInUse(ConfigError):
+class RunInUse(NotRetryable, RuntimeError):
     """Another live process is writing this run."""
 
 
@@ -159,9 +180,10 @@ def check_resumable(config: ExperimentConfig, run_id: str) -> dict | None:
     row = run_row(run_id)
     if row is None:
         return None
-    if row["config_hash"] != config.config_hash():
-        old, new = _flat(json.loads(row["config_json"])), _flat(json.loads(config.canonical_json()))
-        diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    old, new = _flat(json.loads(row["config_json"])), _flat(json.loads(config.canonical_json()))
+    # Compared field by field (not by hash): runs stored under an older hash function still resume.
+    diff = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and k not in config.NOT_HASHED]
+    if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
         raise ConfigError(
             f"--run-id {run_id}: that run was started with another config ({shown}"
@@ -177,6 +199,8 @@ def run_lifecycle(config: ExperimentConfig, run_id: str) -> Iterator[None]:
 
     The body runs with the lock held; any exception marks the run failed and propagates."""
     log = _run_logger()
+    quiet_expected_failures()
+    check_run_id(run_id)
     preflight(config)
     with run_lock(run_id):
         previous = check_resumable(config, run_id)
