@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.tables import interval_pp, signed_pp
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem from n samples with c correct (Chen et al. 2021)."""
@@ -47,9 +49,8 @@ class Estimate:
     n_problems: int
 
     def pp(self) -> str:
-        """'+4.3 ± 2.1 pp' style (half-width of the interval, in percentage points)."""
-        half = (self.high - self.low) / 2 * 100
-        return f"{self.mean * 100:+.1f} ± {half:.1f}"
+        """'+4.3 [+1.0, +7.9]': the mean and the interval's two ends, in percentage points."""
+        return f"{signed_pp(self.mean)} {interval_pp(self.low, self.high)}"
 
 
 def paired_bootstrap(d: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Estimate:

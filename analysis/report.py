@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from analysis.diversity import diversity
 from analysis.metrics import Estimate, paired_bootstrap, pass_at_k
 from analysis.page import Block, Image, Paragraph, ReportPage, Section, code, render_html, render_markdown, strong, text
 from analysis.plots import report_plots
-from analysis.tables import Table
+from analysis.tables import Table, interval_pp, p_text, signed_pp
 from storage.catalog import query
 from storage.writer import home_dir
 
@@ -200,13 +201,14 @@ def _diversity(run_id: str, domain: str, home: Path | None) -> pd.DataFrame:
 
 
 def table_rows(report: Report) -> list[dict]:
-    """The seed-style table as records (also the Prefect table artifact)."""
+    """The seed-style table as records (the flow's return value and the Prefect table artifact): numbers stay
+    numbers (Δpp to 2 decimals, p to 4); the interval is text, its ends in the `arm_results` table."""
     return [
         {
             "experiment": report.experiment,
             "arm": a.arm,
             "delta_pp": round(a.delta.mean * 100, 2),
-            "ci95_pp": f"[{a.delta.low * 100:+.1f}, {a.delta.high * 100:+.1f}]",
+            "ci95_pp": interval_pp(a.delta.low, a.delta.high),
             "p_value": round(a.delta.p_value, 4),
             "vs_" + report.reference: "" if a.vs_reference is None else a.vs_reference.pp(),
             "base_pass1": round(a.base_pass1, 4),
@@ -220,16 +222,41 @@ def table_rows(report: Report) -> list[dict]:
     ]
 
 
+def arm_result_rows(report: Report, created_at: datetime | None = None) -> list[dict]:
+    """`arm_results` rows: each arm's Δpp vs base and vs the reference arm, with 95 % intervals, in pp."""
+    created_at = created_at or datetime.now(UTC)
+    rows = []
+    for a in report.arms:
+        vs = a.vs_reference
+        rows.append(
+            {
+                "run_id": report.run_id,
+                "arm": a.arm,
+                "delta_pp": a.delta.mean * 100,
+                "ci_low_pp": a.delta.low * 100,
+                "ci_high_pp": a.delta.high * 100,
+                "p_value": a.delta.p_value,
+                "reference_arm": report.reference,
+                "vs_reference_pp": None if vs is None else vs.mean * 100,
+                "vs_reference_ci_low_pp": None if vs is None else vs.low * 100,
+                "vs_reference_ci_high_pp": None if vs is None else vs.high * 100,
+                "vs_reference_p_value": None if vs is None else vs.p_value,
+                "created_at": created_at,
+            }
+        )
+    return rows
+
+
 def format_table(report: Report) -> str:
-    """The terminal table: Δpp ± half-width of the 95 % interval, vs the reference arm, seeds, rounds."""
+    """The terminal table: Δpp with its 95 % interval's ends, p, vs the reference arm, pass@1, seeds, rounds."""
     ref = f"vs {report.reference}"
     lines = [
-        f"{'arm':<20} {'Δpp vs base (95% CI)':>22} {'p':>6} {ref:>18} {'base':>6} {'final':>6} {'seeds':>5} {'rounds':>6}"
+        f"{'arm':<20} {'Δpp vs base [95% CI]':>22} {'p':>6} {ref:>22} {'base':>6} {'final':>6} {'seeds':>5} {'rounds':>6}"
     ]
     for a in report.arms:
         vs = "-" if a.vs_reference is None else a.vs_reference.pp()
         lines.append(
-            f"{a.arm:<20} {a.delta.pp():>22} {a.delta.p_value:>6.3f} {vs:>18} "
+            f"{a.arm:<20} {a.delta.pp():>22} {p_text(a.delta.p_value):>6} {vs:>22} "
             f"{a.base_pass1:>6.3f} {a.final_pass1:>6.3f} {a.seeds:>5} {a.rounds:>6}"
         )
     lines.append(
@@ -257,7 +284,11 @@ def report_page(report: Report) -> ReportPage:
         Table.from_frame(
             pd.DataFrame(table_rows(report))
             .drop(columns=["experiment", "run_id", "status"])
-            .assign(code_version=lambda df: df.code_version.str[:12])
+            .assign(
+                delta_pp=[signed_pp(a.delta.mean) for a in report.arms],
+                p_value=[p_text(a.delta.p_value) for a in report.arms],
+                code_version=lambda df: df.code_version.str[:12],
+            )
         ),
         Paragraph(
             text(

@@ -3,6 +3,8 @@
     >>> t = Table.from_frame(pd.DataFrame({"arm": ["rft"], "pass1": [0.41234], "seeds": [3.0]}))
     >>> t.rows
     [['rft', '0.412', '3']]
+    >>> signed_pp(0.025), interval_pp(0.0, 0.075), p_text(1.0), p_text(0.00004)
+    ('+2.5', '[+0.0, +7.5]', '1.000', '<0.001')
     >>> print(markdown_table(t.headers, t.rows))
     | arm | pass1 | seeds |
     |---|---|---|
@@ -22,10 +24,29 @@ import pandas as pd
 
 
 def cell(v: object) -> str:
-    """The report's number format: whole floats >= 1 as integers, other floats to 3 decimals."""
+    """The report's number format: floats to 3 decimals (a rate of 1 is '1.000', like its neighbours), missing as
+    '-'; whole floats > 1 are counts that pandas widened to float (a column with a gap) and print as integers."""
     if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) >= 1 else f"{v:.3f}"
+        if v != v:  # NaN: pandas' missing value
+            return "-"
+        return str(int(v)) if v.is_integer() and abs(v) > 1 else f"{v:.3f}"
     return str(v)
+
+
+def signed_pp(fraction: float) -> str:
+    """A difference of rates in percentage points, signed, one decimal: 0.025 -> '+2.5'."""
+    return f"{fraction * 100:+.1f}"
+
+
+def interval_pp(low: float, high: float) -> str:
+    """An interval of rate differences as its two ends, '[+0.0, +7.5]': a bootstrap interval is seldom symmetric,
+    so a '± half-width' would misstate it."""
+    return f"[{signed_pp(low)}, {signed_pp(high)}]"
+
+
+def p_text(p: float) -> str:
+    """A p-value to 3 decimals; below 0.001 as '<0.001' (a bootstrap of a few thousand draws resolves no finer)."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _md_cell(text: str) -> str:

@@ -313,6 +313,11 @@ class ExperimentConfig(_Frozen):
     name: str = Field("experiment", description="Experiment name (preset name).")
     description: str = Field("", description="What the experiment tests.")
     seed_result: str = Field("", description="What the original sprint measured, for comparison.")
+    smoke: bool = Field(
+        False,
+        description="Run at micro scale (as --smoke: tiny model, few problems, one seed) to check that it runs; "
+        "the numbers are not the experiment's.",
+    )
     domain: DomainConfig = Field(default_factory=DomainConfig, description="Problems and how many.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model being improved.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How attempts are sampled.")
@@ -377,7 +382,8 @@ class ExperimentConfig(_Frozen):
 
     # What names or describes an experiment but cannot change a number it produces: editing the
     # description in the UI form must not move the hash (resume and the nightly compare by it).
-    NOT_HASHED: ClassVar[tuple[str, ...]] = ("description", "seed_result")
+    # `smoke` labels a config whose scaled-down fields already differ (and hash differently) from the preset's.
+    NOT_HASHED: ClassVar[tuple[str, ...]] = ("description", "seed_result", "smoke")
 
     def config_hash(self) -> str:
         """The identity of what the config computes: its canonical JSON without `NOT_HASHED`."""
@@ -415,6 +421,8 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "seeds": [0],
 }
 _SMOKE_DOMAIN = {"gsm8k": "arith"}
+SMOKE_SCALE = "tiny model, 16 train / 40 eval problems, 2 samples each, seed 0"
+_SMOKE_MARK = "[smoke scale: "
 _SMOKE_ARM_DROPS = ("model.", "domain.", "sampling.n", "sampling.max_new_tokens")
 
 
@@ -433,6 +441,9 @@ def smoke(config: ExperimentConfig) -> ExperimentConfig:
             if not k.startswith(_SMOKE_ARM_DROPS) and k not in ("model", "domain")
         }
     data["name"] = config.name
+    data["smoke"] = True
+    if not config.description.startswith(_SMOKE_MARK):  # the stored description says what ran, not the preset's
+        data["description"] = f"{_SMOKE_MARK}{SMOKE_SCALE}] {config.description}".rstrip()
     return _validate(data, prefix="smoke: ")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, smoke
 from flows.round import round_flow
 from flows.scale import scaled
 from storage.writer import home_dir
@@ -28,6 +28,7 @@ def experiment_flow(config: ExperimentConfig, run_id: str | None = None) -> list
         run_id: Leave empty for a new run (named after the experiment and the time); the id of an
             existing run resumes it.
     """
+    config = smoke(config) if config.smoke else config  # the UI's smoke switch scales as `--smoke` does
     run_id = run_id or new_run_id(config.name)
     with run_lifecycle(config, run_id):
         for seed in config.seeds:

@@ -26,12 +26,13 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
+from storage.docs import TABLE_DOCS, column_doc
 from storage.schema import TABLES
 from storage.writer import TMP_MARK, home_dir, write_parquet
 
 CATALOG_NAME = "catalog.duckdb"
 # Bump when the set of views or their SQL changes: old catalogs are rebuilt.
-CATALOG_VERSION = 4
+CATALOG_VERSION = 5
 
 
 def _schema_file(home: Path, table: str) -> Path:
@@ -58,9 +59,25 @@ def view_sql(home: Path) -> list[str]:
     return stmts
 
 
-# One row per run and arm: the seed-style table's point estimates, with lineage.
+def _comment_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """COMMENT statements for every view and column `storage.docs` describes (`duckdb_columns().comment`)."""
+
+    def lit(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+
+    stmts = [f"COMMENT ON VIEW {v} IS {lit(doc)}" for v, doc in TABLE_DOCS.items()]
+    for view, column in con.sql("SELECT table_name, column_name FROM duckdb_columns() WHERE NOT internal").fetchall():
+        doc = column_doc(view, column)
+        if doc and view in TABLE_DOCS:
+            stmts.append(f"COMMENT ON COLUMN {view}.{column} IS {lit(doc)}")
+    return stmts
+
+
+# One row per run and arm: the seed-style table, with lineage.
 # pass@1 of (arm, seed, round) = passes / samples over the held-out problems; delta = the
 # arm's last round minus round 0 (the base model) of the same seed, averaged over seeds.
+# The interval and p-value are the report's (a bootstrap, not SQL): from `arm_results`, NULL until
+# the run has reported (a run still going, or one that failed before its report).
 SUMMARY_VIEW = """
 CREATE VIEW summary AS
 WITH per_seed AS (
@@ -81,8 +98,10 @@ WITH per_seed AS (
     JOIN per_seed b ON b.run_id = f.run_id AND b.arm = f.arm AND b.seed = f.seed AND b.round = 0
     GROUP BY f.run_id, f.arm
 )
-SELECT r.experiment, a.*, r.config_hash, r.code_version, r.data_hash, r.status
-FROM arms a LEFT JOIN runs r USING (run_id)
+SELECT r.experiment, a.*, x.ci_low_pp, x.ci_high_pp, x.p_value,
+       x.reference_arm, x.vs_reference_pp, x.vs_reference_ci_low_pp, x.vs_reference_ci_high_pp,
+       coalesce(r.smoke, false) AS smoke, r.config_hash, r.code_version, r.data_hash, r.status
+FROM arms a LEFT JOIN runs r USING (run_id) LEFT JOIN arm_results x USING (run_id, arm)
 """
 
 
@@ -175,6 +194,8 @@ def ensure_catalog(home: Path | None = None) -> Path:
     try:
         with duckdb.connect(str(tmp)) as con:
             for stmt in view_sql(home):
+                con.execute(stmt)
+            for stmt in _comment_sql(con):
                 con.execute(stmt)
         os.replace(tmp, path)
     finally:

@@ -134,6 +134,7 @@ RUNS = pa.schema(
         ("finished_at", _TS),
         ("status", pa.string()),  # running | completed | failed
         ("error", pa.string()),
+        ("smoke", pa.bool_()),  # run with --smoke (micro scale); NULL in runs written before the column
     ]
 )
 
@@ -218,6 +219,26 @@ NIGHTLY_ARMS = pa.schema(
     ]
 )
 
+# One row per run x arm, written with the run's report (tasks/report.py) and rewritten when a resumed run
+# reports again: the arm's Δpp vs base with its 95 % paired-bootstrap interval and p-value, and the same
+# against the reference arm (the first arm), so the `summary` view carries intervals, not point estimates only.
+ARM_RESULTS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("arm", pa.string()),
+        ("delta_pp", pa.float64()),  # last round minus base (round 0), percentage points
+        ("ci_low_pp", pa.float64()),  # its 95 % interval
+        ("ci_high_pp", pa.float64()),
+        ("p_value", pa.float64()),  # two-sided, 'no change', from the same bootstrap
+        ("reference_arm", pa.string()),  # the arm compared against (the config's first arm)
+        ("vs_reference_pp", pa.float64()),  # this arm's last round minus the reference arm's; NULL for it
+        ("vs_reference_ci_low_pp", pa.float64()),
+        ("vs_reference_ci_high_pp", pa.float64()),
+        ("vs_reference_p_value", pa.float64()),
+        ("created_at", _TS),
+    ]
+)
+
 # table name -> schema; also the set of views in the catalog.
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
@@ -227,4 +248,5 @@ TABLES: dict[str, pa.Schema] = {
     "evaluations": EVALUATIONS,
     "stages": STAGES,
     "nightly_arms": NIGHTLY_ARMS,
+    "arm_results": ARM_RESULTS,
 }

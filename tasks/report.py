@@ -8,7 +8,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from analysis.report import build_report, table_rows, to_markdown, write_report
+from analysis.report import arm_result_rows, build_report, table_rows, to_markdown, write_report
+from storage.writer import home_dir, write_rows
 
 
 def _artifact_key(run_id: str, what: str) -> str:
@@ -17,9 +18,11 @@ def _artifact_key(run_id: str, what: str) -> str:
 
 @task(name="report", cache_policy=NO_CACHE)
 def publish_report(run_id: str) -> list[dict]:
-    """Write <run>/report/report.{md,html}, publish the table and the report as artifacts; returns the table."""
+    """Write <run>/report/report.{md,html} and the `arm_results` rows (the summary view's intervals), publish
+    the table and the report as artifacts; returns the table."""
     report = build_report(run_id)
     path = write_report(report)
+    write_rows(home_dir() / run_id / "arm_results" / "arms.parquet", arm_result_rows(report), "arm_results")
     rows = table_rows(report)
     create_table_artifact(
         table=rows,

@@ -265,6 +265,7 @@ def write_run(
         "finished_at": None if status == "running" else now(),
         "status": status,
         "error": error,
+        "smoke": config.smoke,
     }
     write_rows(home_dir() / run_id / "runs" / "run.parquet", [row], "runs")
 

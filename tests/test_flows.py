@@ -220,6 +220,10 @@ def test_report_numbers_equal_the_summary_view_and_sql_over_attempts(home):
         assert a.final_pass1 == pytest.approx(mine[mine["round"] == a.rounds].p.mean())
         assert a.delta.low <= a.delta.mean <= a.delta.high and a.delta.n_problems == 40
         assert row.config_hash and row.code_version and row.data_hash
+        # the interval and p-value the report computed (issue 15: the summary had point estimates only)
+        assert (row.ci_low_pp, row.ci_high_pp) == pytest.approx((a.delta.low * 100, a.delta.high * 100))
+        assert row.p_value == pytest.approx(a.delta.p_value) and row.reference_arm == report.reference
+        assert not row.smoke
     assert report.reference == "no-train" and report.arms[0].vs_reference is None
     rej = report.rejects.groupby("arm").attempts.sum()
     trained = query("select arm, count(*) n from attempts where run_id = 'small-a' and phase = 'train' group by arm")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from analysis.diversity import diversity, edit_distance, normalize_code, normalize_lean, normalize_math
-from analysis.metrics import mean_pass_at_k, paired_bootstrap, pass_at_k
+from analysis.metrics import Estimate, mean_pass_at_k, paired_bootstrap, pass_at_k
+from analysis.tables import cell, interval_pp, p_text, signed_pp
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,21 @@ def test_bootstrap_shape_errors_and_degenerate_input():
     est = paired_bootstrap(np.zeros((3, 10)))
     assert (est.mean, est.low, est.high, est.p_value) == (0.0, 0.0, 0.0, 1.0)
     assert (est.n_seeds, est.n_problems) == (3, 10)
-    assert est.pp() == "+0.0 ± 0.0"
+    assert est.pp() == "+0.0 [+0.0, +0.0]"
+
+
+def test_an_asymmetric_interval_is_shown_by_its_ends_not_as_plus_minus():
+    """A bootstrap interval [+0.0, +7.5] around +2.5 is not '+2.5 ± 3.8' (issue 15)."""
+    est = Estimate(mean=0.025, low=0.0, high=0.075, p_value=0.2, n_seeds=3, n_problems=40)
+    assert est.pp() == "+2.5 [+0.0, +7.5]"
+    assert "±" not in est.pp()
+
+
+def test_number_formats_are_one_per_kind():
+    """Rates to 3 decimals (1.0 included), p-values to 3 decimals or '<0.001', counts as integers."""
+    assert [cell(v) for v in (1.0, 0.5, 0.0, 3.0, float("nan"), 7)] == ["1.000", "0.500", "0.000", "3", "-", "7"]
+    assert [p_text(p) for p in (1.0, 0.04, 0.0004)] == ["1.000", "0.040", "<0.001"]
+    assert signed_pp(-0.01) == "-1.0" and interval_pp(-0.0123, 0.2) == "[-1.2, +20.0]"
 
 
 def test_code_normalisation_ignores_names_docstrings_and_spacing():

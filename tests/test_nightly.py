@@ -71,6 +71,7 @@ def _night(
                 "finished_at": started,
                 "status": "completed",
                 "error": None,
+                "smoke": False,
             }
         ],
         "runs",

@@ -54,14 +54,35 @@ def test_loss_is_zero_when_teacher_and_student_prompts_are_identical(model_and_t
     assert opsd_loss(model, model, tok, _rollouts(model, tok), OPSDConfig()).item() > 1e-4  # the PI matters
 
 
+def test_a_small_step_against_the_gradient_lowers_the_loss_by_what_the_gradient_predicts(model_and_tokenizer):
+    """First order: L(θ - ηg) ≈ L(θ) - η|g|². A detached or mis-aligned student side would break it."""
+    student, tok = model_and_tokenizer
+    teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    batch = _rollouts(student, tok)
+    loss = opsd_loss(student, teacher, tok, batch, OPSDConfig())
+    loss.backward()
+    grads = [p.grad for p in student.parameters()]
+    norm2 = sum(float((g * g).sum()) for g in grads if g is not None)
+    assert norm2 > 0 and all(g is not None for g in grads)
+    eta = 1e-3 / norm2**0.5  # a step of length 1e-3 in parameter space
+    with torch.no_grad():
+        for p, g in zip(student.parameters(), grads):
+            p.sub_(eta * g)
+        after = opsd_loss(student, teacher, tok, batch, OPSDConfig()).item()
+    predicted = eta * norm2
+    assert 0.5 * predicted < loss.item() - after < 1.5 * predicted, (loss.item(), after, predicted)
+
+
 def test_loss_decreases_on_a_fixed_batch_and_the_frozen_teacher_does_not_move(model_and_tokenizer):
+    """AdamW on one batch drives the loss down: below 0.8x its start within 32 steps at lr 3e-4 (0.54-0.58 over
+    rollout seeds 1-3 on the default tiny model; 8 steps at lr 1e-3 overshot, the loss rising on step 2)."""
     student, tok = model_and_tokenizer
     teacher = copy.deepcopy(student).eval().requires_grad_(False)
     before = [p.clone() for p in teacher.parameters()]
     batch = _rollouts(student, tok)
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-4)
     losses = []
-    for _ in range(8):
+    for _ in range(32):
         loss = opsd_loss(student, teacher, tok, batch, OPSDConfig())
         opt.zero_grad()
         loss.backward()

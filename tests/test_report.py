@@ -39,6 +39,7 @@ def _run(home: Path, run_id: str, n: dict[str, int], seeds=(0, 1), problems=6) -
                 "finished_at": T0,
                 "status": "completed",
                 "error": None,
+                "smoke": False,
             }
         ],
         "runs",
