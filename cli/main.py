@@ -181,9 +181,26 @@ def smoke_presets(*presets: str, set: Sets = None) -> int:
     return 1 if any(s.startswith("FAILED") for _, s, _ in results) else 0
 
 
+def _preset_needs(cfg: ExperimentConfig) -> list[str]:
+    """What a preset asks of the machine at full scale: its models' needs (hub download, GPU) and Lean."""
+    from models.hub import model_needs
+
+    arms = [cfg.for_arm(a.name) for a in cfg.arms]
+    models = dict.fromkeys([a.model.name_or_path for a in arms] + [a.retry.model for a in arms if a.retry.model])
+    each = [n for m in models for n in model_needs(m)]
+    sizes = [n[5:-1] for n in each if n.startswith("GPU (")] + (
+        ["vLLM"] if any(a.sampling.backend == "vllm" for a in arms) else []
+    )
+    needs = ["hub download"] if "hub download" in each else []
+    if sizes or "GPU" in each:
+        needs.append(f"GPU ({', '.join(dict.fromkeys(sizes))})" if sizes else "GPU")
+    return needs + (["Lean"] if any(a.domain.name == "minif2f" for a in arms) else [])
+
+
 @app.command(name="list")
 def list_presets(*, verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False) -> int:
-    """List the presets and what the original sprint measured.
+    """List the presets: domain, arms, what they need at full scale (GPU, a hub download, Lean), and what the
+    original sprint measured. Every preset runs on CPU with --smoke.
 
     Parameters
     ----------
@@ -192,9 +209,12 @@ def list_presets(*, verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])
     """
     for name in preset_names():
         cfg = load_config(name)
-        print(f"{name:<28} {cfg.domain.name:<9} {len(cfg.arms)} arms  seed result: {cfg.seed_result or '-'}")
+        needs = ", ".join(_preset_needs(cfg)) or "CPU"
+        arms = f"{len(cfg.arms)} arm{'s' if len(cfg.arms) != 1 else ''}"
+        print(f"{name:<28} {cfg.domain.name:<8} {arms:<7} needs: {needs}")
+        print(f"{'':<28} sprint: {cfg.seed_result or '-'}")
         if verbose and cfg.description:
-            print(f"    {' '.join(cfg.description.split())}")
+            print(f"{'':<28} {' '.join(cfg.description.split())}")
     return 0
 
 
@@ -285,34 +305,20 @@ def bootstrap_model(config: str = "demo", *, set: Sets = None) -> int:
 
 
 @app.command
-def doctor(*, live: bool = False) -> int:
-    """What this machine can run: accelerator, code sandbox isolation, Lean (and so which presets).
+def doctor(*, live: bool = False, lean: bool = False) -> int:
+    """What this machine can run: GPU, PIDISTILL_HOME, data, models, the hub, the code sandbox, Lean.
+    Exit status 1 when a check FAILs ("--" marks something optional that is missing).
 
     Parameters
     ----------
     live
         Also start a Lean REPL and check a one-line theorem.
+    lean
+        The full Lean checklist even when Lean is not installed.
     """
-    import torch
+    from cli.doctor import run_doctor
 
-    from lean_env.doctor import doctor as lean_doctor
-    from lean_env.doctor import format_doctor
-    from sandbox import Limits, Sandbox
-
-    print(
-        f"python   {sys.version.split()[0]}, torch {torch.__version__}, "
-        f"cuda {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}"
-    )
-    with Sandbox(Limits(timeout_s=5.0), workers=1) as sb:
-        r = sb.run("print('ok')")
-    print(f"sandbox  isolation={r.isolation} status={r.status}")
-    rows = lean_doctor(live=live)
-    print(format_doctor(rows))
-    lean_presets = [n for n in preset_names() if load_config(n).domain.name == "minif2f"]
-    if lean_presets:
-        state = "can run" if all(ok for _, ok, _ in rows) else "cannot run (Lean not found)"
-        print(f"Lean presets {state}: {', '.join(lean_presets)}")
-    return 0
+    return run_doctor(live=live, lean=lean)
 
 
 @app.command

@@ -19,11 +19,13 @@ I/O: checking that a dataset exists is `flows.preflight`, not validation here.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -468,6 +470,8 @@ def _format_error(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":  # a misspelt key: name the close ones
+            msg = "unknown key" + _did_you_mean(str(err["loc"][-1]), _fields_at(tuple(err["loc"][:-1])))
         got = f" (got {err['input']!r})" if loc and not isinstance(err.get("input"), dict) else ""
         lines.append(f"{prefix}{loc}: {msg}{got}" if loc else f"{prefix}{msg}")
     return "; ".join(lines)
@@ -493,8 +497,33 @@ def resolve_preset(preset_or_path: str) -> Path:
         return path
     candidate = PRESETS_DIR / f"{preset_or_path}.yaml"
     if not candidate.is_file():
-        raise ConfigError(f"unknown preset {preset_or_path!r}; presets: {', '.join(preset_names())}")
+        raise ConfigError(
+            f"unknown preset {preset_or_path!r}{_did_you_mean(preset_or_path, preset_names())}; "
+            f"presets: {', '.join(preset_names())}"
+        )
     return candidate
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the config section at `loc` (list indices skipped), for suggesting a key."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        hint = field.annotation
+        args = [a for a in (get_args(hint) or (hint,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not args:
+            return []
+        model = args[0]
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
 def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
@@ -520,9 +549,11 @@ def load_config(
     """Read a preset or YAML file, apply `key=value` overrides (after smoke scaling), validate. Raises ConfigError."""
     path = resolve_preset(preset_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:  # an empty file would silently run the default experiment
+        raise ConfigError(f"{path}: the file is empty; a config names at least its experiment (name: ...)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     if smoke_scale:

@@ -11,6 +11,8 @@ as an infrastructure failure, before the run fails with a half-written run folde
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -41,3 +43,31 @@ def hub_model_problem(repo_id: str, timeout: float = 10.0) -> str | None:
             f"({type(exc).__name__}: {exc}); download it where the hub is reachable, or pass a local folder"
         )
     return None
+
+
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])")
+
+
+def size_in_billions(repo_id: str) -> float | None:
+    """The parameter count a model id states, in billions: 'Qwen/Qwen3-1.7B' -> 1.7, 'SmolLM2-135M' -> 0.135,
+    'DeepSeek-Prover-V1.5-SFT' -> None."""
+    m = _SIZE.search(repo_id.rsplit("/", 1)[-1])
+    if not m:
+        return None
+    return float(m.group(1)) / (1000 if m.group(2) in "mM" else 1)
+
+
+def model_needs(name_or_path: str) -> list[str]:
+    """What running `name_or_path` asks of this machine, without the network: a hub download (unless cached
+    or a local folder) and a GPU for a model of a billion parameters or more (or of unknown size)."""
+    import huggingface_hub as hub
+
+    if name_or_path == "tiny" or Path(name_or_path).expanduser().is_dir():
+        return []
+    needs = []
+    if not isinstance(hub.try_to_load_from_cache(name_or_path, "config.json"), str):
+        needs.append("hub download")
+    size = size_in_billions(name_or_path)
+    if size is None or size >= 1:
+        needs.append(f"GPU ({size:g}B)" if size else "GPU")
+    return needs

@@ -4,6 +4,7 @@ half-written, no process left behind. Each case is one a new user hit (issue: a 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,3 +174,20 @@ def test_sigterm_stops_the_run_and_its_prefect_server(pidistill_home: Path, tmp_
     from storage.catalog import query
 
     assert query("select status from runs where run_id = 'termed'").status.tolist() == ["failed"]
+
+
+def test_doctor_says_what_runs_here_and_fails_only_on_what_is_broken(capsys, monkeypatch, tmp_path: Path):
+    """Optional Lean is one '--' line, not six FAILs; home, data, models and the hub are reported (issue 15)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["doctor"]) == 0
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("[")}
+    assert {"torch", "home", "data", "models", "hub", "sandbox", "lean"} <= set(lines)
+    assert not any(line.startswith("[FAIL]") for line in lines.values())
+    if not shutil.which("lake"):
+        assert lines["lean"].startswith("[--]") and "optional" in lines["lean"]
+    assert "offline" in lines["hub"]
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("PIDISTILL_HOME", str(blocked / "home"))  # under a file: cannot be created
+    assert main(["doctor"]) == 1
+    assert "[FAIL] home" in capsys.readouterr().out

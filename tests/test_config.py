@@ -102,6 +102,37 @@ def test_unknown_preset_and_missing_file():
         load_config("missing.yaml")
 
 
+def test_a_misspelt_preset_or_key_gets_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown preset 'star-try-agian' \(did you mean 'star-try-again'\?\)"):
+        load_config("star-try-agian")
+    with pytest.raises(ConfigError, match=r"sampling.temprature: unknown key \(did you mean 'temperature'"):
+        load_config("demo", ["sampling.temprature=1"])
+    with pytest.raises(ConfigError, match=r"train.opsd.tecaher: unknown key \(did you mean 'teacher'\?\)"):
+        load_config("demo", ["train.opsd.tecaher=live"])
+    with pytest.raises(ConfigError, match=r"train.zzz: unknown key \(got 1\)"):  # nothing close: no guess
+        load_config("demo", ["train.zzz=1"])
+
+
+def test_an_empty_yaml_is_an_error_not_the_default_experiment(tmp_path, capsys, pidistill_home: Path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_config(str(empty))
+    assert main(["run", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the file is empty" in err[0]
+    assert not pidistill_home.exists() or not any(pidistill_home.iterdir())
+
+
+def test_list_says_what_each_preset_needs_at_full_scale(capsys):
+    assert main(["list"]) == 0
+    out = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "needs:" in line}
+    assert out["demo"].endswith("needs: CPU")
+    assert "GPU (8B)" in out["full-ft-vs-lora"] and "GPU (1.7B, 4B)" in out["cross-model-retry"]
+    assert out["lean-retry"].endswith("Lean") and "hub download" in out["star-try-again"]
+    assert set(out) == set(preset_names())
+
+
 def test_missing_dataset_path_fails_preflight(tmp_path):
     cfg = load_config("demo", ["domain=gsm8k", f"domain.path={tmp_path}/nope.jsonl"])
     with pytest.raises(PreflightError, match="domain gsm8k: gsm8k data not found"):
