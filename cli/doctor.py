@@ -16,7 +16,6 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 Status = Literal["ok", "--", "FAIL"]

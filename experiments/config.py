@@ -23,8 +23,8 @@ import difflib
 import hashlib
 import json
 import re
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 import yaml
