@@ -75,7 +75,33 @@ class Image:
         return base64.b64encode(self.png).decode()
 
 
-Block = Paragraph | Table | Image
+@dataclass(frozen=True)
+class Preformatted:
+    """Text shown exactly, line breaks and spaces kept (a prompt, a completion): a fenced block / <pre>."""
+
+    label: str
+    body: str
+    kind: Literal["pre"] = "pre"
+
+    @property
+    def fence(self) -> str:
+        """A markdown fence longer than any run of backticks in the body, so the body cannot close it."""
+        longest = max((len(run) for run in self.body.split("\n") for run in _backtick_runs(run)), default=0)
+        return "`" * max(3, longest + 1)
+
+
+def _backtick_runs(line: str) -> list[str]:
+    runs, current = [], ""
+    for ch in line:
+        if ch == "`":
+            current += ch
+        elif current:
+            runs.append(current)
+            current = ""
+    return runs + ([current] if current else [])
+
+
+Block = Paragraph | Table | Image | Preformatted
 
 
 @dataclass(frozen=True)

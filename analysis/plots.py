@@ -25,7 +25,11 @@ def report_plots(report: Report) -> dict[str, bytes]:
         xs = [r for r, _ in a.by_round]
         ax.plot(xs, [e.mean for _, e in a.by_round], marker="o", label=a.arm)
         ax.fill_between(xs, [e.low for _, e in a.by_round], [e.high for _, e in a.by_round], alpha=0.15)
-    ax.set(xlabel="round (0 = base model)", ylabel="pass@1 (held-out)", title=f"{report.experiment}: pass@1 by round")
+    ax.set(
+        xlabel="round (0 = base model)",
+        ylabel="pass@1 (held-out)",
+        title=f"{report.experiment}: pass@1 by round (bands: 95 % intervals)",
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     images["pass_by_round.png"] = _png(fig)

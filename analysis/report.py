@@ -30,9 +30,21 @@ import pandas as pd
 
 from analysis.diversity import diversity
 from analysis.metrics import Estimate, paired_bootstrap, pass_at_k
-from analysis.page import Block, Image, Paragraph, ReportPage, Section, code, render_html, render_markdown, strong, text
+from analysis.page import (
+    Block,
+    Image,
+    Paragraph,
+    Preformatted,
+    ReportPage,
+    Section,
+    code,
+    render_html,
+    render_markdown,
+    strong,
+    text,
+)
 from analysis.plots import report_plots
-from analysis.tables import Table, interval_pp, p_text, signed_pp
+from analysis.tables import Table, cell, interval_pp, p_text, signed_pp
 from storage.catalog import query
 from storage.writer import home_dir
 
@@ -61,6 +73,20 @@ class ArmResult:
     pass_at_k: list[PassAtK] = field(default_factory=list)  # by round; empty when k = 1
 
 
+@dataclass(frozen=True)
+class RetryChain:
+    """One accepted retry and what led to it: the problem, the failed first try, the PI shown, the retry."""
+
+    arm: str
+    problem_id: str
+    prompt: str  # the original question
+    failed: str  # the first try's completion
+    feedback: str  # the verifier on it
+    pi_kind: str
+    retry_prompt: str  # what the model saw on its retry (prompt + PI)
+    retry: str  # the accepted completion
+
+
 @dataclass
 class Report:
     run_id: str
@@ -74,6 +100,9 @@ class Report:
     compute: pd.DataFrame
     diversity: pd.DataFrame
     images: dict[str, bytes] = field(default_factory=dict)
+    tries: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: first tries vs retries
+    arm_changes: dict[str, str] = field(default_factory=dict)  # arm -> what it sets, "key=value, ..."
+    retry_chain: RetryChain | None = None  # one accepted retry with what led to it
     k: int = 1  # pass@k's k: the most samples per problem drawn in evaluation (1: pass@k is pass@1)
 
 
@@ -163,19 +192,47 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
         arms=arms,
         sweep=_sweep(config),
         rejects=query(
-            """SELECT arm, count(*) AS attempts, count(*) FILTER (WHERE accepted) AS accepted,
-                                coalesce(reject_reason, 'accepted') AS outcome
-                         FROM attempts WHERE run_id = $run_id AND phase = 'train' GROUP BY arm, outcome
-                         ORDER BY arm, outcome""",
+            """SELECT arm, CASE WHEN attempt_idx = 0 THEN 'first try' ELSE 'retry' END AS try,
+                      coalesce(reject_reason, 'accepted') AS outcome, count(*) AS attempts
+               FROM attempts WHERE run_id = $run_id AND phase = 'train' GROUP BY ALL ORDER BY arm, try, outcome""",
             home,
             params,
         ),
+        tries=query(
+            """SELECT arm, CASE WHEN attempt_idx = 0 THEN 'first try' ELSE 'retry' END AS try,
+                      count(*) AS attempts, count(*) FILTER (WHERE passed) AS passed,
+                      count(*) FILTER (WHERE accepted) AS accepted,
+                      avg(passed::INT) AS pass_rate
+               FROM attempts WHERE run_id = $run_id AND phase = 'train' GROUP BY ALL ORDER BY arm, try""",
+            home,
+            params,
+        ),
+        arm_changes={
+            a["name"]: ", ".join(f"{k}={json.dumps(v)}" for k, v in a.get("set", {}).items()) or "(the config as is)"
+            for a in config["arms"]
+        },
+        retry_chain=_retry_chain(run_id, home),
         compute=query("SELECT * EXCLUDE (run_id) FROM compute WHERE run_id = $run_id ORDER BY arm", home, params),
         diversity=_diversity(run_id, config["domain"]["name"], home),
         k=k,
     )
     report.images = report_plots(report)
     return report
+
+
+def _retry_chain(run_id: str, home: Path | None) -> RetryChain | None:
+    """The first accepted retry (by arm, seed, round, problem) traced back to its failed first try; a retry that
+    saw something new is preferred to a double-sample control's second try (the same prompt again)."""
+    rows = query(
+        """SELECT r.arm, r.problem_id, f.prompt, f.completion AS failed, coalesce(f.feedback, '') AS feedback,
+                  coalesce(r.pi_kind, 'none') AS pi_kind, r.prompt AS retry_prompt, r.completion AS retry
+           FROM attempts r JOIN attempts f ON f.run_id = r.run_id AND f.attempt_id = r.parent_id
+           WHERE r.run_id = $run_id AND r.phase = 'train' AND r.accepted AND r.attempt_idx = 1
+           ORDER BY r.prompt = f.prompt, r.arm, r.seed, r.round, r.problem_id, r.attempt_id LIMIT 1""",
+        home,
+        {"run_id": run_id},
+    )
+    return None if rows.empty else RetryChain(**rows.iloc[0].to_dict())
 
 
 def _diversity(run_id: str, domain: str, home: Path | None) -> pd.DataFrame:
@@ -283,11 +340,11 @@ def report_page(report: Report) -> ReportPage:
         ),
         Table.from_frame(
             pd.DataFrame(table_rows(report))
-            .drop(columns=["experiment", "run_id", "status"])
+            .drop(columns=["experiment", "run_id", "status", "config_hash", "code_version", "data_hash"])
             .assign(
                 delta_pp=[signed_pp(a.delta.mean) for a in report.arms],
                 p_value=[p_text(a.delta.p_value) for a in report.arms],
-                code_version=lambda df: df.code_version.str[:12],
+                **{f"vs_{report.reference}": lambda df: df[f"vs_{report.reference}"].replace("", "-")},
             )
         ),
         Paragraph(
@@ -304,6 +361,9 @@ def report_page(report: Report) -> ReportPage:
             )
         ),
     ]
+    top.append(
+        Table.from_records([{"arm": arm, "what it changes": change} for arm, change in report.arm_changes.items()])
+    )
     sections = [
         Section(text(f"{report.experiment} — run ", code(report.run_id)), 1, top),
         Section(
@@ -332,11 +392,59 @@ def report_page(report: Report) -> ReportPage:
     if report.sweep:
         sections.append(Section(text("Sweep over ", code(report.sweep[0])), 2, _plot(report, "sweep.png", "sweep")))
     sections += [
-        Section(text("Accepted and rejected training attempts"), 2, [Table.from_frame(report.rejects)]),
-        Section(text("Compute per arm (all seeds and rounds)"), 2, [Table.from_frame(report.compute)]),
+        Section(
+            text("First tries and retries"),
+            2,
+            [
+                Paragraph(
+                    text(
+                        "Training attempts of all seeds and rounds: how often a first try passed, how often a "
+                        "retry after a failure did, and how many of each became SFT data."
+                    )
+                ),
+                Table.from_frame(report.tries),
+                Paragraph(text("Why attempts were rejected (", code("attempts.reject_reason"), "):")),
+                Table.from_frame(report.rejects),
+            ],
+        ),
+        Section(text("An accepted retry, from its failed first try"), 2, _chain_blocks(report.retry_chain)),
+        Section(text("Compute per arm (all seeds and rounds)"), 2, [_compute_table(report.compute)]),
         Section(text("Path diversity of correct training attempts"), 2, [Table.from_frame(report.diversity)]),
     ]
     return ReportPage(report.run_id, report.experiment, dict(lin), sections)
+
+
+def _chain_blocks(chain: RetryChain | None) -> list[Block]:
+    if chain is None:
+        return [Paragraph(text("No retry was accepted in this run (or the experiment does not retry)."))]
+    return [
+        Paragraph(
+            text("Arm ", code(chain.arm), ", problem ", code(chain.problem_id), ", PI ", code(chain.pi_kind), ".")
+        ),
+        Preformatted("The question (what an accepted retry trains on):", chain.prompt),
+        Preformatted("The failed first try:", chain.failed),
+        Preformatted("The verifier on it:", chain.feedback or "(no feedback)"),
+        Preformatted(
+            "The retry prompt (the question plus the PI):"
+            if chain.retry_prompt != chain.prompt
+            else "The retry prompt: the question again (a double-sample control: a second try, nothing new shown):",
+            chain.retry_prompt,
+        ),
+        Preformatted("The accepted retry:", chain.retry),
+    ]
+
+
+def _compute_table(compute: pd.DataFrame) -> Table:
+    """Compute with arms as columns: a dozen measures across is wider than a page, a few arms are not."""
+    if compute.empty:
+        return Table.from_frame(compute)
+    arms = [str(a) for a in compute.arm]
+
+    def value(v: Any) -> Any:  # counts print as counts: the transpose made every column float
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
+    rows = [[m] + [cell(value(v)) for v in compute[m]] for m in compute.columns if m != "arm"]
+    return Table(["measure", *arms], rows)
 
 
 def _plot(report: Report, name: str, alt: str) -> list[Block]:

@@ -114,8 +114,11 @@ def _run(config: ExperimentConfig, run_id: str | None) -> int:
     print(format_table(build_report(run_id)))
     print(f"\nReport: {home_dir() / run_id / 'report' / 'report.html'}")
     print(
-        f'\nQuery every attempt:  pidistill sql "select arm, seed, round, count(*), avg(passed::int) '
-        f"from attempts where run_id = '{run_id}' group by all order by all\""
+        f'\nHeld-out pass@1 by round:  pidistill sql "select arm, round, sum(n_pass) / sum(n) as pass1 '
+        f"from evaluations where run_id = '{run_id}' group by all order by all\""
+        f"\nEvery attempt (training samples, retries, evaluation): the attempts table, e.g."
+        f'\n  pidistill sql "select arm, attempt_idx, count(*), avg(passed::int) from attempts '
+        f"where run_id = '{run_id}' and phase = 'train' group by all order by all\""
     )
     return 0
 

@@ -38,11 +38,18 @@ def is_infrastructure_failure(exc: BaseException | None) -> bool:
     return type(exc) is RuntimeError and any(w in str(exc).lower() for w in _CUDA_WORDS)
 
 
+_ROUTINE = ("Finished in state Completed(", "Finished in state Cached(")
+
+
 class _OneLine(logging.Filter):
     """Drops the traceback from Prefect's log record of a NotRetryable failure: bad input is said in its
-    message (one line in the console and the UI); a traceback is for bugs and machines."""
+    message (one line in the console and the UI); a traceback is for bugs and machines. Drops Prefect's
+    "Finished in state Completed()" line of every task and subflow too: two dozen per round, they buried
+    the round summaries (a failure, a retry or a crash is still logged; the UI shows every state)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(_ROUTINE):
+            return False
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, NotRetryable):
             record.exc_info, record.exc_text = None, None
@@ -50,7 +57,8 @@ class _OneLine(logging.Filter):
 
 
 def quiet_expected_failures() -> None:
-    """Install `_OneLine` on Prefect's flow and task run loggers (once per process)."""
+    """Install `_OneLine` on Prefect's flow and task run loggers (once per process): the console and the
+    API log handler both sit below these loggers, so neither gets what it drops."""
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OneLine) for f in logger.filters):

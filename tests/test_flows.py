@@ -230,6 +230,30 @@ def test_report_numbers_equal_the_summary_view_and_sql_over_attempts(home):
     assert rej.to_dict() == dict(zip(trained.arm, trained.n))
 
 
+def test_report_separates_first_tries_from_retries_and_shows_a_retry_chain(home):
+    """Issue 15: the key number of a retry experiment, what each arm changes, and one chain end to end."""
+    from analysis.report import build_report, to_html, to_markdown
+
+    report = build_report("small-a")
+    tries = report.tries.set_index(["arm", "try"])
+    assert set(tries.loc["retry"].index) == {"first try", "retry"} and set(tries.loc["rft"].index) == {"first try"}
+    sql = query("""select count(*) n from attempts where run_id = 'small-a' and phase = 'train'
+                   and arm = 'retry' and attempt_idx > 0""")
+    assert tries.loc[("retry", "retry"), "attempts"] == sql.n[0]
+    assert "train.method=" in report.arm_changes["no-train"] and report.arm_changes["rft"] == "retry.max_retries=0"
+    chain = report.retry_chain
+    assert chain is not None and chain.arm == "retry"  # a retry that saw something, not the control
+    failed = query(
+        "select passed from attempts where run_id = 'small-a' and prompt = $p and completion = $c",
+        params={"p": chain.prompt, "c": chain.failed},
+    )
+    assert not failed.passed.any() and chain.retry_prompt != chain.prompt
+    md, html = to_markdown(report), to_html(report)
+    assert "## First tries and retries" in md and "The accepted retry:" in md and "<pre>" in html
+    assert "`" not in html.split("<title>")[1].split("</title>")[0]
+    assert "| measure |" in md  # compute with arms as columns: fits the page
+
+
 def test_report_files_render_and_artifacts_are_published(home, tmp_path):
     from analysis.report import build_report, write_report
     from analysis.screenshot import chromium, screenshot
