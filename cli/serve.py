@@ -38,7 +38,7 @@ from pathlib import Path
 
 from cli.env import offline_defaults
 from cli.processes import free_port, port_in_use, stop
-from flows.deployments import PREFECT_YAML, REPO_ROOT, WORK_POOL
+from flows.deployments import EXPERIMENT_ENTRYPOINT, PREFECT_YAML, REPO_ROOT, WORK_POOL
 from storage.writer import home_dir
 
 DEFAULT_HOST = "127.0.0.1"
@@ -190,6 +190,35 @@ def deploy(api_url: str, names: list[str] | None = None, timeout: float = 900.0)
     return out
 
 
+def tailor_forms(api_url: str) -> int:
+    """Give each experiment deployment on the server its preset's run form (flows/forms.py); returns how many.
+    `prefect deploy` sets every deployment's form from experiment_flow's signature: all ~100 fields."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, WorkPoolFilter, WorkPoolFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.deployments import experiment_configs
+    from flows.experiment import experiment_flow
+    from flows.forms import preset_form
+
+    flow_schema = parameter_schema(experiment_flow).model_dump()
+    configs = experiment_configs()
+    done = 0
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        deps = client.read_deployments(
+            deployment_filter=DeploymentFilter(),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL])),
+        )
+        for d in deps:
+            if d.name in configs and d.entrypoint == EXPERIMENT_ENTRYPOINT:
+                form = preset_form(configs[d.name], flow_schema)
+                client.update_deployment(d.id, DeploymentUpdate(parameter_openapi_schema=form))
+                done += 1
+    return done
+
+
 def _describe(schedule) -> str:
     cron = getattr(schedule, "cron", None)
     return f"{cron} {getattr(schedule, 'timezone', None) or 'UTC'}" if cron else str(schedule)
@@ -285,9 +314,10 @@ def serve(
             if not skip_deploy:
                 started = time.monotonic()
                 deploy(api_url, deploy_names)
+                forms = tailor_forms(api_url)
                 echo(
                     f"deployed {', '.join(deploy_names) if deploy_names else 'every deployment'} of "
-                    f"{PREFECT_YAML.name} in {time.monotonic() - started:.0f} s"
+                    f"{PREFECT_YAML.name} in {time.monotonic() - started:.0f} s ({forms} run forms cut to their preset)"
                 )
             _describe_deployments(api_url, echo)
             return _wait(api_url, worker, limit, children, echo)

@@ -12,6 +12,9 @@ runs a worker):
   (description and seed_result included), so a run from the UI validates to exactly the preset's config
   and has the same config hash as `pidistill run <preset>`. The flow's parameter is the typed
   ExperimentConfig, so the UI shows a described form for editing it.
+- Each experiment deployment's run form is cut to its preset (its own sections first, a smoke switch,
+  arms as fields; flows/forms.py): `pidistill serve` sets it after deploying, since `prefect deploy`
+  takes the form from the flow's signature, the same for every deployment.
 - `smoke-<preset>` for SMOKE_PRESETS: the preset at micro scale (`pidistill run <preset> --smoke`, plus a
   few `--set`s), a CPU run of about a minute for trying the UI (and the end-to-end test).
 - `nightly/nightly`: flows/nightly.py:nightly_flow on a cron schedule (NIGHTLY_CRON, UTC) over
@@ -79,15 +82,24 @@ def _experiment_deployment(name: str, config: ExperimentConfig, description: str
     }
 
 
+def experiment_configs() -> dict[str, ExperimentConfig]:
+    """The config of every experiment deployment, by deployment name: each preset, then `smoke-<preset>`."""
+    configs = {name: load_config(name) for name in preset_names()}
+    for name, overrides in SMOKE_PRESETS.items():
+        configs[f"smoke-{name}"] = load_config(name, overrides, smoke_scale=True)
+    return configs
+
+
 def deployments() -> list[dict[str, Any]]:
     """Every deployment of prefect.yaml: the presets, their smoke variants, the nightly."""
     out = []
+    configs = experiment_configs()
     for name in preset_names():
-        cfg = load_config(name)
+        cfg = configs[name]
         desc = _one_line(cfg.description) or f"The {name} preset."
         out.append(_experiment_deployment(name, cfg, desc, ["preset", cfg.domain.name]))
     for name, overrides in SMOKE_PRESETS.items():
-        cfg = load_config(name, overrides, smoke_scale=True)
+        cfg = configs[f"smoke-{name}"]
         sets = "".join(f" --set {o}" for o in overrides)
         desc = (
             f"The {name} preset at micro scale on CPU, about a minute (= `pidistill run {name} --smoke{sets}`): "

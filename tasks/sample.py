@@ -24,6 +24,7 @@ from prefect.utilities.annotations import quote
 from domains import PrivilegedInfo, Problem
 from domains.pi import diagnosis_prompt
 from experiments.config import ExperimentConfig
+from models.loading import torch_threads
 from models.sampling import Sampler, get_sampler
 from storage.schema import Attempt
 from tasks.domain import domain_of
@@ -31,7 +32,6 @@ from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed
 from tasks.metering import count_tokens, metered, now
 from tasks.resume import fault_point, resumable
-from tasks.shards import torch_threads
 
 
 @dataclass(frozen=True)

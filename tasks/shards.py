@@ -10,8 +10,7 @@ depends only on the requests and the shard count: the same shards wherever they 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 
@@ -42,17 +41,3 @@ def split_requests(requests: Sequence[R], shards: int) -> list[list[R]]:
         out[min(shards - 1, before * shards // total)].extend(group)
         before += len(group)
     return [part for part in out if part]
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a shard with `n` torch CPU threads, then restore the count (the thread count can change
-    floating-point reductions, so a shard pins it to give the same numbers locally and on Ray)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -4,6 +4,7 @@ parts: clear errors, stopping a process tree, the typed form's descriptions."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 from cli import processes
 from cli import serve as serve_mod
 from cli.main import main
+from experiments.config import load_config, preset_names
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,6 +95,34 @@ def test_experiment_flow_parameters_form_is_typed_and_described():
     for name in ("ExperimentConfig", "DomainConfig", "SamplingConfig", "RetryConfig", "TrainConfig"):
         props = defs[name]["properties"]
         assert props and all(p.get("description") for p in props.values()), name
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_each_preset_gets_a_form_of_its_own_sections_a_smoke_switch_and_arms_as_fields(preset: str):
+    """Issue 15: no Qwen form shows the tiny recipe, OPSD or Ray; no `str | None` switches; arms are fields."""
+    import jsonschema
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.experiment import experiment_flow
+    from flows.forms import preset_form
+
+    config = load_config(preset)
+    form = preset_form(config, parameter_schema(experiment_flow).model_dump())
+    defs = form["definitions"]
+    order = list(defs["ExperimentConfig"]["properties"])
+    own = [k for k in config.model_dump(exclude_defaults=True) if k not in ("name", "description", "seed_result")]
+    assert order[:3] == ["name", "description", "smoke"] and set(order[4 : 4 + len(own)]) == set(own)
+    arms = [config.for_arm(a.name) for a in config.arms]
+    assert ("tiny" in defs["ModelConfig"]["properties"]) == any(a.model.name_or_path == "tiny" for a in arms)
+    assert ("opsd" in defs["TrainConfig"]["properties"]) == any(a.train.method == "opsd" for a in arms)
+    assert "scale" not in order
+    assert '{"type": "null"}' not in json.dumps(form)
+    fields = defs["ArmConfig"]["properties"]["set"]["properties"]
+    assert set(fields) == {k for a in config.arms for k in a.set}
+    assert all(f.get("type") or f.get("enum") for f in fields.values()), fields
+    # what the deployment submits by default fits its form, and so does a smoke run
+    jsonschema.validate({"config": config.model_dump(mode="json", exclude_defaults=True)}, form)
+    jsonschema.validate({"config": {**config.model_dump(mode="json", exclude_defaults=True), "smoke": True}}, form)
 
 
 class _Served:
@@ -176,6 +206,7 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
         with temporary_settings(updates={PREFECT_API_URL: api}):
             with get_client(sync_client=True) as client:
                 dep = client.read_deployment_by_name("experiment/smoke-demo")
+                qwen = client.read_deployment_by_name("experiment/star-try-again")
                 nightly = client.read_deployment_by_name("nightly/nightly")
             on_server = serve_mod.deployments_on_server(api)
             t1 = time.monotonic()
@@ -230,6 +261,14 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
     }
     props = dep.parameter_openapi_schema["definitions"]["ExperimentConfig"]["properties"]
     assert all(p.get("description") for p in props.values())
+    # serve cut each preset's form to the preset (flows/forms.py): a Qwen preset shows no tiny recipe
+    qwen_defs = qwen.parameter_openapi_schema["definitions"]
+    assert (
+        "tiny" not in qwen_defs["ModelConfig"]["properties"]
+        and "tiny" in dep.parameter_openapi_schema["definitions"]["ModelConfig"]["properties"]
+    )
+    assert list(qwen_defs["ExperimentConfig"]["properties"])[2] == "smoke"
+    assert "retry.feedback" in qwen_defs["ArmConfig"]["properties"]["set"]["properties"]
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [("0 2 * * *", "UTC", True)]
     # The run landed in this PIDISTILL_HOME, with the same config as `pidistill run demo --smoke --set ...`.
     runs = query("select experiment, config_hash, status from runs where run_id = 'ui-smoke'")
