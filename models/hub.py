@@ -62,7 +62,9 @@ def model_needs(name_or_path: str) -> list[str]:
     or a local folder) and a GPU for a model of a billion parameters or more (or of unknown size)."""
     import huggingface_hub as hub
 
-    if name_or_path == "tiny" or Path(name_or_path).expanduser().is_dir():
+    from models.bundled import is_bundled
+
+    if name_or_path == "tiny" or is_bundled(name_or_path) or Path(name_or_path).expanduser().is_dir():
         return []
     needs = []
     if not isinstance(hub.try_to_load_from_cache(name_or_path, "config.json"), str):

@@ -18,6 +18,8 @@ writers can share one home.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -26,13 +28,20 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from storage.docs import TABLE_DOCS, column_doc
+from storage.docs import COLUMNS, TABLE_COLUMNS, TABLE_DOCS, column_doc
 from storage.schema import TABLES
 from storage.writer import TMP_MARK, home_dir, write_parquet
 
 CATALOG_NAME = "catalog.duckdb"
-# Bump when the set of views or their SQL changes: old catalogs are rebuilt.
+# Bump when the set of views or their SQL changes: old catalogs are rebuilt. (Column comments need no bump:
+# the catalog also records a fingerprint of storage/docs.py's texts, `_docs_fingerprint`.)
 CATALOG_VERSION = 5
+
+
+def _version() -> str:
+    """CATALOG_VERSION and a fingerprint of the documentation the catalog carries as comments."""
+    docs = json.dumps([TABLE_DOCS, COLUMNS, TABLE_COLUMNS], sort_keys=True).encode()
+    return f"{CATALOG_VERSION}-{hashlib.sha256(docs).hexdigest()[:12]}"
 
 
 def _schema_file(home: Path, table: str) -> Path:
@@ -47,7 +56,7 @@ def view_sql(home: Path) -> list[str]:
     """The CREATE VIEW statements of the catalog for `home`."""
     home_literal = str(home).replace("'", "''")
     stmts = [
-        f"CREATE VIEW _catalog AS SELECT '{home_literal}' AS home, {CATALOG_VERSION} AS version",
+        f"CREATE VIEW _catalog AS SELECT '{home_literal}' AS home, '{_version()}' AS version",
     ]
     for table in TABLES:
         pattern = _glob(home, table).replace("'", "''")
@@ -176,7 +185,7 @@ def _is_current(path: Path, home: Path) -> bool:
             rows = con.sql("SELECT home, version FROM _catalog").fetchall()
     except duckdb.Error:
         return False
-    return rows == [(str(home), CATALOG_VERSION)]
+    return rows == [(str(home), _version())]
 
 
 def ensure_catalog(home: Path | None = None) -> Path:

@@ -15,7 +15,8 @@ TABLE_DOCS = {
     "sft_examples": "What each round trained on: the accepted attempts as prompt/completion pairs, without PI.",
     "trainings": "One row per training stage (arm x seed x round): method, start model, steps, loss, checkpoint.",
     "evaluations": "Held-out evaluation: per arm x seed x round x problem, samples drawn and how many passed.",
-    "stages": "Compute per stage (sample, diagnose, verify, train, evaluate): items, tokens, seconds.",
+    "stages": "Compute per stage (select-problems, sample, diagnose, verify, filter, train, evaluate): items, "
+    "tokens, seconds.",
     "nightly_arms": "One row per nightly run x preset x arm: Δpp vs base with its 95 % interval.",
     "arm_results": "One row per run x arm, from the run's report: Δpp vs base and vs the reference arm with "
     "95 % paired-bootstrap intervals and p-values.",
@@ -77,7 +78,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "parent_id": "The failed attempt this retry (or diagnosis) answers; NULL for a first try.",
         "sampler": "hf | vllm: the sampling backend.",
         "temperature": "Sampling temperature (0 = greedy).",
-        "pi_kind": "The privileged information in the prompt (retry.pi / train.opsd.pi); NULL: none.",
+        "pi_kind": "The privileged information in the prompt (retry.feedback / train.opsd.pi); NULL: none.",
         "pi_text": "The privileged information's text as inserted.",
         "teacher_prompt": "OPSD rollouts: what the teacher saw (the prompt plus PI).",
         "passed": "The verifier's pass/fail (status = 'pass').",
@@ -105,7 +106,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "n_pass": "Samples that passed.",
     },
     "stages": {
-        "stage": "sample | diagnose | verify | train | evaluate.",
+        "stage": "select-problems | sample | diagnose | verify | filter | train | evaluate.",
         "attempt_idx": "Retry level for sample / verify (0 = first tries); 0 for other stages.",
         "n_items": "Completions sampled, verdicts given, or examples trained on.",
         "verifier_calls": "Distinct (problem, completion) pairs checked.",

