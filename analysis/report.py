@@ -192,14 +192,14 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
         arms=arms,
         sweep=_sweep(config),
         rejects=query(
-            """SELECT arm, CASE WHEN attempt_idx = 0 THEN 'first try' ELSE 'retry' END AS try,
+            """SELECT arm, CASE WHEN coalesce(attempt_idx, 0) = 0 THEN 'first try' ELSE 'retry' END AS try,
                       coalesce(reject_reason, 'accepted') AS outcome, count(*) AS attempts
                FROM attempts WHERE run_id = $run_id AND phase = 'train' GROUP BY ALL ORDER BY arm, try, outcome""",
             home,
             params,
         ),
         tries=query(
-            """SELECT arm, CASE WHEN attempt_idx = 0 THEN 'first try' ELSE 'retry' END AS try,
+            """SELECT arm, CASE WHEN coalesce(attempt_idx, 0) = 0 THEN 'first try' ELSE 'retry' END AS try,
                       count(*) AS attempts, count(*) FILTER (WHERE passed) AS passed,
                       count(*) FILTER (WHERE accepted) AS accepted,
                       avg(passed::INT) AS pass_rate

@@ -132,7 +132,8 @@ def test_markdown_and_html_have_the_same_sections_and_cells_are_escaped(pidistil
         "demo — run `r4`",
         "pass@1 by round",
         "pass@k by round",
-        "Accepted and rejected training attempts",
+        "First tries and retries",
+        "An accepted retry, from its failed first try",
         "Compute per arm (all seeds and rounds)",
         "Path diversity of correct training attempts",
     ]
@@ -142,8 +143,8 @@ def test_markdown_and_html_have_the_same_sections_and_cells_are_escaped(pidistil
     # a `|` and a tag inside a cell: one escaped cell in HTML, an escaped pipe in markdown
     assert "<td>bad | &lt;b&gt;bold&lt;/b&gt;</td>" in html and "<b>" not in html
     row = next(r for r in re.findall(r"<tr>(.*?)</tr>", html) if "bad |" in r)
-    assert row.count("<td>") == 4  # arm, attempts, accepted, outcome
-    assert "| base | 2 | 0 | bad \\| <b>bold</b> |" in md
+    assert row.count("<td>") == 4  # arm, try, outcome, attempts
+    assert "| base | first try | bad \\| <b>bold</b> | 2 |" in md
     assert md.count("_(none)_") == 2  # compute and diversity: no stages, no passing train attempts
 
 

@@ -63,15 +63,3 @@ def test_a_killed_build_resumes_and_ends_where_an_unbroken_one_does(tmp_path, mo
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     history = [json.loads((f / "pretrain.json").read_text())["history"] for f in (unbroken, resumed)]
     assert history[0] == history[1] and [h["step"] for h in history[0]] == [10, 20, 30]
-
-
-def test_the_build_runs_on_one_thread_and_restores_the_count(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIDISTILL_MODEL_CACHE", str(tmp_path))
-    seen = []
-    real_check = tiny.greedy_pass_at_1
-    monkeypatch.setattr(
-        tiny, "greedy_pass_at_1", lambda *a, **k: seen.append(torch.get_num_threads()) or real_check(*a, **k)
-    )
-    before = torch.get_num_threads()
-    tiny.ensure_tiny_model(MICRO.model_copy(update={"max_steps": 10}))
-    assert seen == [1] and torch.get_num_threads() == before
