@@ -13,13 +13,19 @@ by construction and any number of either can be drawn.
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterator
 
 from domains.base import Problem, stable_hash
+from domains.data import DomainError
 from domains.numeric import NumericAnswerDomain
 from storage.ids import hash_hex, hash_int
 
 TEST_FRACTION_PER_MILLE = 200  # 20 % of all expressions belong to the test split
+# Draws in a row that bring no new problem before a split counts as exhausted. Each new problem resets it,
+# so a large setting never gets near it: with max_operand 99 a miss streak of even 50 is vanishingly rare.
+MISSES = 20_000
 
 
 def _split_of(expression: str) -> str:
@@ -57,28 +63,45 @@ class ArithDomain(NumericAnswerDomain):
         self.seed, self.max_ops, self.max_operand = seed, max_ops, max_operand
 
     def load(self, split: str, limit: int | None = None) -> list[Problem]:
-        if split not in ("train", "test"):
-            raise ValueError(f"arith has splits 'train' and 'test', not {split!r}")
+        """The first `limit` distinct problems of `split` (default 1000); DomainError when this setting
+        (max_ops, max_operand) has fewer: a small setting runs out of distinct expressions."""
         limit = 1000 if limit is None else limit
-        rng = random.Random(f"arith:{self.seed}:{self.max_ops}:{self.max_operand}")
-        seen: set[str] = set()
-        problems: list[Problem] = []
-        while len(problems) < limit:
-            text, steps, value = _draw(rng, self.max_ops, self.max_operand)
-            if text in seen or _split_of(text) != split:
-                continue
-            seen.add(text)
-            problems.append(
-                Problem(
-                    problem_id=f"arith-{hash_hex(text, n=8)}",
-                    domain=self.name,
-                    question=f"What is {text}?",
-                    answer=str(value),
-                    solution=" " + ". ".join(steps) + f". #### {value}",
-                    meta={"n_ops": len(steps)},
-                )
+        problems = list(itertools.islice(self._distinct(split), limit))
+        if len(problems) < limit:
+            raise DomainError(
+                f"arith with max_ops={self.max_ops}, max_operand={self.max_operand} has only {len(problems)} "
+                f"distinct {split} problems, {limit} were asked for: raise domain.max_operand or domain.max_ops, "
+                f"or ask for fewer ({'domain.train_size' if split == 'train' else 'domain.eval_size'})"
             )
         return problems
+
+    def available(self, split: str, up_to: int) -> int:
+        """How many distinct problems `split` has, counting no further than `up_to`."""
+        return sum(1 for _ in itertools.islice(self._distinct(split), up_to))
+
+    def _distinct(self, split: str) -> Iterator[Problem]:
+        """Distinct problems of `split` in draw order, until MISSES draws in a row bring nothing new (a draw
+        is microseconds, so giving up takes a fraction of a second)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"arith has splits 'train' and 'test', not {split!r}")
+        rng = random.Random(f"arith:{self.seed}:{self.max_ops}:{self.max_operand}")
+        seen: set[str] = set()
+        misses = 0
+        while misses < MISSES:
+            text, steps, value = _draw(rng, self.max_ops, self.max_operand)
+            if text in seen or _split_of(text) != split:
+                misses += 1
+                continue
+            misses = 0
+            seen.add(text)
+            yield Problem(
+                problem_id=f"arith-{hash_hex(text, n=8)}",
+                domain=self.name,
+                question=f"What is {text}?",
+                answer=str(value),
+                solution=" " + ". ".join(steps) + f". #### {value}",
+                meta={"n_ops": len(steps)},
+            )
 
     def data_hash(self) -> str:
         return stable_hash(

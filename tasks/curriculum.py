@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domains import Problem
+from domains.arith import ArithDomain
 from experiments.config import ExperimentConfig
 from storage.catalog import query
 from tasks.domain import domain_of
@@ -31,8 +32,11 @@ GROUP BY problem_id
 
 
 def _pool(cfg: ExperimentConfig, seed: int, size: int) -> list[Problem]:
-    limit = None if cfg.domain.name != "arith" else max(20 * cfg.domain.train_size, size)
-    pool = domain_of(cfg).load("train", limit=limit)
+    domain = domain_of(cfg)
+    limit = None
+    if isinstance(domain, ArithDomain):  # generated: a pool 20x the sample, or all a small setting has
+        limit = domain.available("train", max(20 * cfg.domain.train_size, size))
+    pool = domain.load("train", limit=limit)
     rng = random.Random(derive_seed("train-problems", seed))
     return rng.sample(pool, min(size, len(pool)))
 

@@ -25,6 +25,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domains import DomainError
+from domains.arith import ArithDomain
 from domains.base import stable_hash
 from domains.data import looks_like_path
 from domains.errors import NotRetryable
@@ -96,8 +97,11 @@ def _preflight(config: ExperimentConfig) -> None:
         where = f"arm {arm.name!r}: " if arm.set else ""
         try:
             domain = domain_of(cfg)
-            for split in ("train", "test"):  # a missing split or unreadable file fails now, not mid-run
-                domain.load(split, limit=1)
+            # A missing split or unreadable file fails now, not mid-run; a generated domain is cheap to draw
+            # in full, so a setting with too few distinct problems for the sizes asked fails now too.
+            full = isinstance(domain, ArithDomain)
+            for split, size in (("train", cfg.domain.train_size), ("test", cfg.domain.eval_size)):
+                domain.load(split, limit=size if full else 1)
             domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
         except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
             raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None

@@ -70,6 +70,23 @@ def test_arith_rejects_a_path_and_bad_split():
         get_domain("arith").load("valid")
 
 
+def test_arith_says_when_a_setting_has_fewer_problems_than_asked(pidistill_home):
+    """A small setting once looped forever (issue 16); now a clear error names the setting and the sizes."""
+    small = get_domain("arith", max_ops=1, max_operand=3)
+    n = small.available("train", 10_000)
+    assert 0 < n < 100 and len(small.load("train", limit=n)) == n
+    with pytest.raises(DomainError, match=rf"max_operand=3 has only {n} distinct train problems, {n + 1} were"):
+        small.load("train", limit=n + 1)
+    from experiments.config import load_config
+    from tasks.runs import PreflightError, preflight
+
+    cfg = load_config(
+        "demo", ["domain.options={max_ops: 1, max_operand: 3}", "domain.train_size=8", "domain.eval_size=500"]
+    )
+    with pytest.raises(PreflightError, match="distinct test problems, 500 were asked for.*domain.eval_size"):
+        preflight(cfg)
+
+
 def test_gsm8k_gold_answers_all_pass(data_dir):
     d = get_domain("gsm8k")
     problems = d.load("train") + d.load("test")
