@@ -100,8 +100,8 @@ def _preflight(config: ExperimentConfig) -> None:
             # A missing split or unreadable file fails now, not mid-run; a generated domain is cheap to draw
             # in full, so a setting with too few distinct problems for the sizes asked fails now too.
             full = isinstance(domain, ArithDomain)
-            for split, size in (("train", cfg.domain.train_size), ("test", cfg.domain.eval_size)):
-                domain.load(split, limit=size if full else 1)
+            domain.load("train", limit=cfg.domain.train_size if full else 1)
+            domain.load("test", limit=cfg.domain.eval_size if full else 1)
             domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
         except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
             raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
