@@ -104,3 +104,57 @@ def test_sft_trains_saves_and_changes_the_model(tiny_model: Path, tmp_path: Path
     kw = dict(temperature=0.0, max_new_tokens=40, stop=d.stop)
     score = lambda s: sum(d.check(p, o[0].text).passed for p, o in zip(problems, s.generate(prompts, **kw)))
     assert score(after) > score(before)  # it learned its training problems
+
+
+def _changed_share(before: Path, after: Path) -> float:
+    """The share of weights that differ between two checkpoints (compared in fp32)."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    changed = sum(int((a[k].float() != b[k].float()).sum()) for k in a)
+    return changed / sum(v.numel() for v in a.values())
+
+
+@pytest.mark.parametrize("peft", ["full", "lora"])
+def test_a_tiny_learning_rate_under_bf16_still_moves_the_weights(tiny_model: Path, tmp_path: Path, peft: str):
+    """Issue 16: trained in bf16 weights, an Adam step at lr 1e-6 changed ~2 % of them (the rest rounded
+    away). Training keeps fp32 master weights (bf16 is autocast on CUDA) and saves them; a LoRA adapter
+    merges into fp32."""
+    import torch
+    from safetensors.torch import load_file
+
+    d = get_domain("arith")
+    examples = [{"prompt": d.prompt(p), "completion": p.solution} for p in d.load("train", limit=8)]
+    cfg = TrainConfig(lr=1e-6, epochs=1, batch_size=8, peft=peft, lora_r=8, lora_alpha=16)
+    result = train_sft(str(tiny_model), examples, cfg, tmp_path / "ckpt", seed=0, device="cpu", dtype="bfloat16")
+    assert result.steps == 1
+    saved = load_file(Path(result.checkpoint) / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in saved.values())
+    share = _changed_share(tiny_model, Path(result.checkpoint))
+    # full: every weight with a gradient moves; LoRA: the merged delta reaches the adapted projections
+    assert share > (0.9 if peft == "full" else 0.3), share
+
+
+def test_opsd_under_bf16_keeps_fp32_master_weights(tiny_model: Path, tmp_path: Path):
+    from experiments.config import OPSDConfig
+    from models.training.opsd import train_opsd
+
+    d = get_domain("arith")
+    cfg = TrainConfig(method="opsd", lr=1e-6, opsd=OPSDConfig(steps=1, batch_size=4))
+    result = train_opsd(
+        str(tiny_model),
+        d.load("train", limit=4),
+        d,
+        cfg,
+        tmp_path / "ckpt",
+        seed=0,
+        max_new_tokens=16,
+        device="cpu",
+        dtype="bfloat16",
+    )
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(Path(result.checkpoint) / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in saved.values())  # the master weights, not a bf16 rounding
+    assert result.steps == 1 and _changed_share(tiny_model, Path(result.checkpoint)) > 0.9

@@ -36,7 +36,7 @@ from trl.experimental.sdpo.loss_utils import (
 from domains import Domain, Problem
 from domains.pi import make_pi
 from experiments.config import OPSDConfig, TrainConfig
-from models.loading import load_model, load_tokenizer, resolve_device
+from models.loading import autocast, load_model, load_tokenizer, resolve_device
 from models.sampling.hf import HFSampler
 from models.training.sft import TrainResult, lora_config
 from storage.writer import folder_atomic
@@ -159,7 +159,8 @@ def train_opsd(
     started = time.time()
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_ref)
-    student: Any = load_model(model_ref, device=device, dtype=dtype)  # a PeftModel under LoRA
+    # fp32 master weights (bf16 autocast on CUDA), as SFT: bf16 weights round small updates away
+    student: Any = load_model(model_ref, device=device, dtype="float32")  # a PeftModel under LoRA
     teacher = student if o.teacher == "live" else copy.deepcopy(student).eval().requires_grad_(False)
     if cfg.peft == "lora":
         from peft import get_peft_model
@@ -178,7 +179,8 @@ def train_opsd(
         if on_rollouts:
             on_rollouts(step, rollouts)
         student.train()
-        loss = opsd_loss(student, teacher, tokenizer, rollouts, o)
+        with autocast(dtype, device):
+            loss = opsd_loss(student, teacher, tokenizer, rollouts, o)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -7,7 +7,9 @@ One training example, as the trainer sees it (loss on the completion only):
 Our config keeps only what pidistill decides (lr, epochs, batch, LoRA shape);
 every other `trl.SFTConfig` argument passes through `train.sft_overrides`.
 A LoRA adapter is merged into the weights before saving, so every round's
-checkpoint is a plain model folder any sampler can load. The checkpoint is
+checkpoint is a plain model folder any sampler can load. Training keeps fp32
+master weights whatever `model.dtype` says (bf16 is autocast on CUDA), and the
+checkpoint is saved in fp32. The checkpoint is
 written to a temp folder and renamed into place: it exists whole or not at all.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import TrainConfig
-from models.loading import load_model, load_tokenizer, resolve_device
+from models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype
 from storage.writer import folder_atomic
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,12 @@ class TrainResult:
     seconds: float
 
 
-def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str):
+def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str, dtype: str = "auto"):
+    """TRL's config. The model is fp32 (master weights); `dtype` bf16/fp16 on CUDA is autocast (mixed precision)."""
+    import torch
     from trl import SFTConfig
+
+    compute = resolve_dtype(dtype, device)
 
     args: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -55,7 +61,8 @@ def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str):
         report_to="none",
         seed=seed,
         data_seed=seed,
-        bf16=device == "cuda",
+        bf16=device == "cuda" and compute == torch.bfloat16,
+        fp16=device == "cuda" and compute == torch.float16,
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -97,11 +104,14 @@ def train_sft(
     started = time.time()
     tokenizer = load_tokenizer(model_ref)
     tokenizer.padding_side = "right"
-    model = load_model(model_ref, device=device, dtype=dtype)
+    # fp32 master weights whatever `dtype` says (it is the compute dtype: autocast on CUDA); a LoRA adapter
+    # merges into fp32 weights too (merged into bf16 it lost most of the update), and the checkpoint stays
+    # fp32 so the next round continues from the exact weights (samplers load it in `dtype`).
+    model = load_model(model_ref, device=device, dtype="float32")
     with folder_atomic(checkpoint) as work:
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(cfg, work / "trainer", seed, device),
+            args=sft_config(cfg, work / "trainer", seed, device, dtype),
             train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
             processing_class=tokenizer,
             peft_config=lora_config(cfg) if cfg.peft == "lora" else None,
