@@ -57,10 +57,18 @@ class ArithDomain(NumericAnswerDomain):
     name = "arith"
     stop = ("\n",)
 
-    def __init__(self, path: str | None = None, seed: int = 0, max_ops: int = 3, max_operand: int = 99):
+    def __init__(
+        self,
+        path: str | None = None,
+        seed: int = 0,
+        max_ops: int = 3,
+        max_operand: int = 99,
+        last_number_fallback: bool = False,
+    ):
         if path is not None:
             raise ValueError("arith is generated, it reads no file: leave domain.path empty")
         self.seed, self.max_ops, self.max_operand = seed, max_ops, max_operand
+        self.last_number_fallback = last_number_fallback
 
     def load(self, split: str, limit: int | None = None) -> list[Problem]:
         """The first `limit` distinct problems of `split` (default 1000); DomainError when this setting

@@ -54,13 +54,15 @@ class Verdict:
     status: pass | fail | error | timeout. `passed` is the binary verdict;
     `score` in [0, 1] the graded one (fraction of tests passed; 1.0/0.0 for
     domains with a single check). `feedback` is short text fit for a retry
-    prompt (first failing test, type-checker error, ...).
+    prompt (first failing test, type-checker error, ...). `reason` names a kind of
+    fail the filter reports apart (`no_answer`: nothing in the domain's answer format).
     """
 
     status: VerdictStatus
     passed: bool
     score: float
     feedback: str = ""
+    reason: str | None = None  # why a fail failed, when a domain can say it in a word: no_answer
 
     def __post_init__(self) -> None:
         if self.status not in VERDICT_STATUSES:

@@ -31,9 +31,10 @@ class GSM8KDomain(NumericAnswerDomain):
     stop = ("\nQuestion:",)
     instruction = "Solve the problem step by step. End with '#### <number>'."
 
-    def __init__(self, path: str | None = None, hf_config: str = "main"):
+    def __init__(self, path: str | None = None, hf_config: str = "main", last_number_fallback: bool = False):
         self.path = path
         self.hf_config = hf_config
+        self.last_number_fallback = last_number_fallback
         if path is None:
             self._source: Path | str = data_root() / "gsm8k"
         elif looks_like_path(path):

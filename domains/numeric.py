@@ -5,9 +5,13 @@
     >>> extract_answer("so the answer is 42 apples.")
     '42'
 
-Order of preference: the text after the last `####`, then "the answer is X",
-then the last number in the completion. Commas, `$`, `%` and trailing units
-are ignored; numbers compare exactly as decimals (`12.0` == `12`).
+Order of preference: the text after the last `####`, then "the answer is X".
+Commas, `$`, `%` and trailing units are ignored; numbers compare exactly as
+decimals (`12.0` == `12`). The last number anywhere in the text is *not* an
+answer by default: chatty wrong completions passed by coincidence ("1 - 1":
+"There is a difference between 1 and 0..."). Domains take the option
+`last_number_fallback: true` (domain.options) for completions known to end
+with their number. A completion with no answer fails with reason `no_answer`.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ def normalize_number(text: str) -> str | None:
     return format(value.normalize(), "f")
 
 
-def extract_answer(completion: str) -> str | None:
-    """The final numeric answer of a completion (see module docstring), or None."""
+def extract_answer(completion: str, last_number: bool = False) -> str | None:
+    """The final numeric answer of a completion (see module docstring), or None. `last_number`: fall back
+    to the last number anywhere in the text."""
     if "####" in completion:
         tail = completion.rsplit("####", 1)[1].strip().splitlines()
         return normalize_number(tail[0]) if tail else None
@@ -46,6 +51,8 @@ def extract_answer(completion: str) -> str | None:
     m = said[-1] if said else None  # the last "the answer is ..." counts
     if m and (found := normalize_number(m.group(1))):
         return found
+    if not last_number:
+        return None
     numbers = _NUMBER.findall(completion)
     return normalize_number(numbers[-1]) if numbers else None
 
@@ -54,6 +61,7 @@ class NumericAnswerDomain(BaseDomain):
     """A domain whose problems have one numeric final answer, written after `####`."""
 
     instruction = ""
+    last_number_fallback = False  # domain.options: {last_number_fallback: true} accepts the last number too
 
     def prompt(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
         parts = [f"Question: {problem.question}"]
@@ -74,9 +82,9 @@ class NumericAnswerDomain(BaseDomain):
         expected = normalize_number(problem.answer)
         if expected is None:
             return Verdict.error(f"problem {problem.problem_id} has no numeric reference answer: {problem.answer!r}")
-        got = extract_answer(completion)
+        got = extract_answer(completion, last_number=self.last_number_fallback)
         if got is None:
-            return Verdict("fail", False, 0.0, "no final answer found; end with '#### <number>'")
+            return Verdict("fail", False, 0.0, "no final answer found; end with '#### <number>'", reason="no_answer")
         if got == expected:
             return Verdict("pass", True, 1.0, "")
         # Never reveal the reference in feedback: feedback may become a retry prompt.

@@ -61,6 +61,8 @@ class VerdictLike(Protocol):
     def score(self) -> float: ...
     @property
     def feedback(self) -> str | None: ...
+    @property
+    def reason(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,10 +103,16 @@ class Attempt:
     accepted: bool | None = None
     reject_reason: str | None = None
     created_at: datetime
+    fail_reason: str | None = None  # the verdict's kind of fail (no_answer); columns added later go last
 
     def with_verdict(self, verdict: VerdictLike) -> Attempt:
         return replace(
-            self, status=verdict.status, passed=verdict.passed, score=verdict.score, feedback=verdict.feedback
+            self,
+            status=verdict.status,
+            passed=verdict.passed,
+            score=verdict.score,
+            feedback=verdict.feedback,
+            fail_reason=verdict.reason,
         )
 
     def decided(self, reject_reason: str | None) -> Attempt:

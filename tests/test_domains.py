@@ -19,7 +19,7 @@ from domains.numeric import extract_answer, normalize_number
         ("#### 72 clips", "72"),
         ("The answer is $5.", "5"),
         ("The answer is: -3", "-3"),
-        ("first 12 then 15 eggs", "15"),
+        ("first 12 then 15 eggs", None),  # a number in passing is no answer (last_number_fallback: off)
         ("#### 0.50", "0.5"),
         ("#### 12.0", "12"),
         ("no numbers here", None),
@@ -28,6 +28,19 @@ from domains.numeric import extract_answer, normalize_number
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_only_the_answer_format_counts_unless_the_fallback_is_named():
+    """Issue 16: 'There is a difference between 1 and 0...' passed '1 - 1' by its last number."""
+    assert extract_answer("first 12 then 15 eggs", last_number=True) == "15"
+    chatty = "There is a difference between 1 and 0, so it is hard to say."
+    problem = next(p for p in get_domain("arith").load("train", limit=500) if p.answer == "0")
+    strict = get_domain("arith").check(problem, chatty)
+    assert (strict.status, strict.reason) == ("fail", "no_answer")
+    assert get_domain("arith", last_number_fallback=True).check(problem, chatty).passed
+    assert get_domain("arith").check(problem, " so #### 0").passed
+    assert get_domain("arith").check(problem, "The answer is: 0").passed
+    assert get_domain("arith").check(problem, "#### 7").reason is None  # a wrong answer is just a fail
 
 
 def test_normalize_number():

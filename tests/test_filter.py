@@ -30,6 +30,17 @@ def _reasons(rows):
     return [r.reject_reason for r in rows]
 
 
+def test_a_completion_with_no_answer_is_rejected_as_no_answer_not_as_wrong():
+    """Issue 16: countable in SQL (`reject_reason = 'no_answer'`), apart from wrong answers."""
+    problem = get_domain("arith").load("train", limit=1)[0]
+    verdict = get_domain("arith").check(problem, "I think it is quite big.")
+    rows = decide(
+        load_config("demo"),
+        [_row("p", 0, False).with_verdict(verdict), _row("p", 1, False), _row("q", 0, True)],
+    )
+    assert _reasons(rows) == ["no_answer", "failed", None]
+
+
 def test_binary_accepts_passing_and_names_each_rejection():
     cfg = load_config("demo")
     rows = decide(

@@ -101,6 +101,7 @@ ATTEMPTS_AS_DECLARED = pa.schema(
         ("accepted", pa.bool_()),
         ("reject_reason", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
+        ("fail_reason", pa.string()),  # added after the first runs: last, so older files read it as NULL
     ]
 )
 
