@@ -319,8 +319,8 @@ class ExperimentConfig(_Frozen):
     seed_result: str = Field("", description="What the original sprint measured, for comparison.")
     smoke: bool = Field(
         False,
-        description="Run at micro scale (as --smoke: tiny model, few problems, one seed) to check that it runs; "
-        "the numbers are not the experiment's.",
+        description="Set by --smoke (a label): the config was scaled down to micro scale (tiny model, few "
+        "problems, one seed); its numbers are not the experiment's.",
     )
     domain: DomainConfig = Field(default_factory=DomainConfig, description="Problems and how many.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model being improved.")
@@ -418,7 +418,7 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "sampling.n": 2,
     "sampling.max_new_tokens": 48,
     "sampling.batch_size": 64,
-    "train.lr": 3.0e-4,
+    "train.lr": 3.0e-4,  # the tiny model's; a model named with --set keeps the preset's (load_config)
     "train.batch_size": 8,
     "train.max_length": 256,
     "curriculum.pool_size": 64,
@@ -558,8 +558,16 @@ def load_config(
         raise ConfigError(f"{path}: the file is empty; a config names at least its experiment (name: ...)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    preset_lr = None
     if smoke_scale:
-        data = smoke(_validate(data)).model_dump()
-    for key, value in parse_overrides(list(overrides)):
+        full = _validate(data)
+        data, preset_lr = smoke(full).model_dump(), full.train.lr
+    pairs = parse_overrides(list(overrides))
+    for key, value in pairs:
         _set_dotted(data, key, value)
-    return _validate(data)
+    # --smoke's learning rate is for the tiny model it picks: a model named with --set keeps the preset's
+    # (3e-4 collapsed SmolLM2 to empty completions in one step), unless --set names a rate too.
+    config = _validate(data)
+    if preset_lr is not None and config.model.name_or_path != "tiny" and all(k != "train.lr" for k, _ in pairs):
+        config = config.model_copy(update={"train": config.train.model_copy(update={"lr": preset_lr})})
+    return config

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from experiments.config import ExperimentConfig, smoke
+from experiments.config import ExperimentConfig
+from experiments.config import smoke as scale_down
 from flows.round import round_flow
 from flows.scale import scaled
 from storage.writer import home_dir
@@ -16,7 +17,7 @@ from tasks.runs import new_run_id, resolve_model, retry_model_config, run_lifecy
 
 
 @flow(name="experiment", flow_run_name="{config.name}")
-def experiment_flow(config: ExperimentConfig, run_id: str | None = None) -> list[dict]:
+def experiment_flow(config: ExperimentConfig, run_id: str | None = None, smoke: bool = False) -> list[dict]:
     """Run `config`; returns the per-arm table (Δpp vs base with 95% CI, base and final pass@1) as records.
 
     With the `run_id` of an existing run (same config), the run is resumed: stages it completed
@@ -27,8 +28,10 @@ def experiment_flow(config: ExperimentConfig, run_id: str | None = None) -> list
             seeds and arms (each arm: a name and dotted overrides of the rest).
         run_id: Leave empty for a new run (named after the experiment and the time); the id of an
             existing run resumes it.
+        smoke: Run the config at micro scale on CPU (tiny model, few problems, one seed), as
+            `pidistill run <preset> --smoke` does: a check that it runs, not the experiment's numbers.
     """
-    config = smoke(config) if config.smoke else config  # the UI's smoke switch scales as `--smoke` does
+    config = scale_down(config) if smoke else config
     run_id = run_id or new_run_id(config.name)
     with run_lifecycle(config, run_id):
         for seed in config.seeds:

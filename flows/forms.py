@@ -6,10 +6,11 @@ deployment's schema with `preset_form(...)` after deploying:
 
     >>> form = preset_form(load_config("star-try-again"), parameter_schema(experiment_flow).model_dump())
     >>> list(form["definitions"]["ExperimentConfig"]["properties"])[:6]
-    ['name', 'description', 'smoke', 'seed_result', 'domain', 'model']     # then its own sections
+    ['name', 'description', 'seed_result', 'domain', 'model', 'sampling']     # its own sections next
 
-- **The preset's own sections first**, then the rest in the config's order; `smoke` (run at micro scale,
-  as `--smoke`) right after the description.
+- **The preset's own sections first**, then the rest in the config's order. The run's `smoke` switch is
+  the flow's own parameter (run at micro scale, as `--smoke`); `config.smoke`, the label `--smoke` sets,
+  is left out.
 - **Sections that cannot apply are left out**: the tiny model's recipe unless the preset runs the tiny
   model, OPSD settings unless an arm trains with OPSD, Ray's `scale` unless the preset sets it.
   (`pidistill run` and the generic flow keep every field.)
@@ -29,7 +30,7 @@ from typing import Any
 
 from experiments.config import ExperimentConfig
 
-_FIRST = ("name", "description", "smoke", "seed_result")
+_FIRST = ("name", "description", "seed_result")
 
 
 def without_null_choices(node: Any) -> Any:
@@ -79,6 +80,8 @@ def _hidden(config: ExperimentConfig, partial: dict[str, Any]) -> list[tuple[str
         hidden.append(("TrainConfig", "opsd"))
     if "scale" not in partial:
         hidden.append(("ExperimentConfig", "scale"))
+    if "smoke" not in partial:  # a label `--smoke` sets (smoke-<preset> deployments carry it); the switch is the flow's
+        hidden.append(("ExperimentConfig", "smoke"))
     return hidden
 
 

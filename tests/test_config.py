@@ -230,3 +230,42 @@ def test_every_deployment_validates_to_its_preset_with_the_same_config_hash():
     assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
     assert nightly["parameters"]["presets"] == NIGHTLY_PRESETS and set(NIGHTLY_PRESETS) <= set(preset_names())
     assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PIDISTILL_REPO }}"}}]
+
+
+def test_the_flows_smoke_switch_runs_what_pidistill_run_smoke_runs(monkeypatch):
+    """The UI's smoke switch (experiment_flow's `smoke`) scales the preset exactly as `--smoke` does; a config
+    that `--smoke --set model=...` scaled already keeps its model (the label alone scales nothing)."""
+    from contextlib import contextmanager
+
+    import flows.experiment as experiment
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    @contextmanager
+    def capture(config, run_id):
+        seen.append(config)
+        raise Stop
+        yield
+
+    monkeypatch.setattr(experiment, "run_lifecycle", capture)
+    with pytest.raises(Stop):
+        experiment.experiment_flow.fn(load_config("star-try-again"), run_id="x", smoke=True)
+    cli = load_config("star-try-again", smoke_scale=True)
+    assert seen[-1] == cli and seen[-1].config_hash() == cli.config_hash()
+    own_model = load_config("star-try-again", ["model=smollm2-135m"], smoke_scale=True)
+    with pytest.raises(Stop):
+        experiment.experiment_flow.fn(own_model, run_id="x")
+    assert seen[-1].model.name_or_path == "smollm2-135m" and seen[-1].smoke
+
+
+def test_smoke_scales_sizes_but_not_the_learning_rate_of_a_model_it_did_not_pick():
+    """Issue 16: `--smoke --set model=X` trained X at the tiny model's lr 3e-4 (SmolLM2 collapsed)."""
+    preset = load_config("star-try-again")
+    tiny = load_config("star-try-again", smoke_scale=True)
+    assert tiny.train.lr == 3e-4 and tiny.domain.train_size == 16
+    mine = load_config("star-try-again", ["model=smollm2-135m"], smoke_scale=True)
+    assert mine.train.lr == preset.train.lr and mine.domain.train_size == 16
+    assert load_config("star-try-again", ["model=smollm2-135m", "train.lr=1e-5"], smoke_scale=True).train.lr == 1e-5

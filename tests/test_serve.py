@@ -111,7 +111,8 @@ def test_each_preset_gets_a_form_of_its_own_sections_a_smoke_switch_and_arms_as_
     defs = form["definitions"]
     order = list(defs["ExperimentConfig"]["properties"])
     own = [k for k in config.model_dump(exclude_defaults=True) if k not in ("name", "description", "seed_result")]
-    assert order[:3] == ["name", "description", "smoke"] and set(order[4 : 4 + len(own)]) == set(own)
+    assert order[:3] == ["name", "description", "seed_result"] and set(order[3 : 3 + len(own)]) == set(own)
+    assert form["properties"]["smoke"]["type"] == "boolean"  # the run's smoke switch: the flow's parameter
     arms = [config.for_arm(a.name) for a in config.arms]
     assert ("tiny" in defs["ModelConfig"]["properties"]) == any(a.model.name_or_path == "tiny" for a in arms)
     assert ("opsd" in defs["TrainConfig"]["properties"]) == any(a.train.method == "opsd" for a in arms)
@@ -122,7 +123,7 @@ def test_each_preset_gets_a_form_of_its_own_sections_a_smoke_switch_and_arms_as_
     assert all(f.get("type") or f.get("enum") for f in fields.values()), fields
     # what the deployment submits by default fits its form, and so does a smoke run
     jsonschema.validate({"config": config.model_dump(mode="json", exclude_defaults=True)}, form)
-    jsonschema.validate({"config": {**config.model_dump(mode="json", exclude_defaults=True), "smoke": True}}, form)
+    jsonschema.validate({"config": config.model_dump(mode="json", exclude_defaults=True), "smoke": True}, form)
 
 
 class _Served:
@@ -267,7 +268,7 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
         "tiny" not in qwen_defs["ModelConfig"]["properties"]
         and "tiny" in dep.parameter_openapi_schema["definitions"]["ModelConfig"]["properties"]
     )
-    assert list(qwen_defs["ExperimentConfig"]["properties"])[2] == "smoke"
+    assert "smoke" in qwen.parameter_openapi_schema["properties"]  # the run's smoke switch
     assert "retry.feedback" in qwen_defs["ArmConfig"]["properties"]["set"]["properties"]
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [("0 2 * * *", "UTC", True)]
     # The run landed in this PIDISTILL_HOME, with the same config as `pidistill run demo --smoke --set ...`.
