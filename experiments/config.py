@@ -212,7 +212,12 @@ class TrainConfig(_Frozen):
     epochs: float = Field(1.0, gt=0, description="Epochs over the round's accepted examples.")
     batch_size: int = Field(8, ge=1, description="Per-device train batch size.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    max_length: int = Field(512, ge=8, description="Longest prompt+completion in tokens (longer is truncated).")
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        description="Longest prompt+completion in tokens; longer examples are cut. Empty: none is cut (an example "
+        "is a prompt plus at most sampling.max_new_tokens, so training sees whole completions).",
+    )
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")

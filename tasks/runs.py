@@ -116,6 +116,11 @@ def _preflight(config: ExperimentConfig) -> None:
                     f"{where}sampling.backend='vllm' but vllm is not installed: pip install 'pidistill[gpu]' "
                     "(GPU), or use the CPU build of the test lane (make test-vllm); or set sampling.backend=auto|hf"
                 )
+        if cfg.train.max_length is not None and cfg.train.max_length <= cfg.sampling.max_new_tokens:
+            raise PreflightError(  # training would cut completions the sampler may write (their answers last)
+                f"{where}train.max_length={cfg.train.max_length} does not fit a prompt plus "
+                f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}: raise it, or leave it empty (no cut)"
+            )
         if cfg.train.method == "opsd":
             _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":

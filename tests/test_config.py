@@ -269,3 +269,13 @@ def test_smoke_scales_sizes_but_not_the_learning_rate_of_a_model_it_did_not_pick
     mine = load_config("star-try-again", ["model=smollm2-135m"], smoke_scale=True)
     assert mine.train.lr == preset.train.lr and mine.domain.train_size == 16
     assert load_config("star-try-again", ["model=smollm2-135m", "train.lr=1e-5"], smoke_scale=True).train.lr == 1e-5
+
+
+def test_training_length_fits_what_the_sampler_may_write():
+    """Issue 16: Lean presets sampled 1024 new tokens into a 512-token training window (the answer, last, was cut).
+    The default now cuts nothing; a window that cannot hold a full completion fails in preflight."""
+    for name in preset_names():
+        cfg = load_config(name)
+        assert cfg.train.max_length is None or cfg.train.max_length > cfg.sampling.max_new_tokens, name
+    with pytest.raises(PreflightError, match=r"train.max_length=512 does not fit a prompt plus sampling.max_new"):
+        preflight(load_config("demo", ["train.max_length=512", "sampling.max_new_tokens=1024"]))
