@@ -85,9 +85,10 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "score": "Graded score in [0, 1] (the share of tests passed for code; 0/1 otherwise).",
         "feedback": "The verifier's feedback (what a verifier_feedback retry shows the model).",
         "accepted": "Train phase: became SFT data. NULL outside the train phase.",
-        "fail_reason": "Why a fail failed, where the domain says it in a word: no_answer (nothing in the answer "
-        "format); NULL otherwise.",
-        "reject_reason": "Train phase, not accepted: failed | no_answer | timeout | verifier_error | below_threshold | "
+        "fail_reason": "Why a fail failed, where it can be said in a word: no_answer (nothing in the answer "
+        "format), unclosed_think (a <think> block that never ended); NULL otherwise.",
+        "reject_reason": "Train phase, not accepted: failed | no_answer | unclosed_think | timeout | verifier_error | "
+        "below_threshold | "
         "frontier_too_hard | frontier_too_easy | duplicate | max_per_problem.",
     },
     "sft_examples": {

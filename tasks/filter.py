@@ -2,7 +2,7 @@
 
 Every attempt gets `accepted` and, when rejected, a `reject_reason`:
 
-    failed | no_answer | timeout | verifier_error | below_threshold      (the verdict)
+    failed | no_answer | unclosed_think | timeout | verifier_error | below_threshold      (the verdict)
     frontier_too_hard | frontier_too_easy                  (problem pass rate outside the bounds)
     duplicate | max_per_problem                            (dedupe and caps, per problem)
 
@@ -38,8 +38,8 @@ class PILeak(NotRetryable, RuntimeError):
 def verdict_reason(cfg: ExperimentConfig, attempt: Attempt) -> str | None:
     if attempt.status in ("error", "timeout"):
         return _VERDICT_REASON[attempt.status]
-    if attempt.fail_reason == "no_answer":  # nothing in the answer format: counted apart from wrong answers
-        return "no_answer"
+    if attempt.fail_reason in ("no_answer", "unclosed_think"):  # no answer at all: apart from wrong answers
+        return attempt.fail_reason
     if cfg.verify.mode == "graded":
         return None if (attempt.score or 0.0) >= cfg.verify.threshold else "below_threshold"
     return None if attempt.passed else "failed"

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domains import Problem, Verdict
 from domains.errors import NotRetryable
+from domains.thinking import check_answers
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
 from tasks.domain import domain_of
@@ -39,7 +40,7 @@ def verify_rows(
     for a in attempts:
         unique.setdefault((a.problem_id, a.completion), len(unique))
     keys = list(unique)
-    verdicts: list[Verdict] = domain.check_many([problems[p] for p, _ in keys], [c for _, c in keys])
+    verdicts: list[Verdict] = check_answers(domain, [problems[p] for p, _ in keys], [c for _, c in keys])
     if counters is not None:
         counters["n_items"] += len(attempts)
         counters["verifier_calls"] += len(keys)

@@ -35,6 +35,7 @@ from trl.experimental.sdpo.loss_utils import (
 
 from domains import Domain, Problem
 from domains.pi import make_pi
+from domains.thinking import check_answers
 from experiments.config import OPSDConfig, TrainConfig
 from models.loading import autocast, load_model, load_tokenizer, resolve_device
 from models.sampling.hf import HFSampler
@@ -124,7 +125,7 @@ def rollouts_for(
         prompts, n=1, temperature=cfg.rollout_temperature, max_new_tokens=max_new_tokens, stop=domain.stop, seed=seed
     )
     texts = [o[0].text for o in outs]
-    verdicts = domain.check_many(problems, texts) if cfg.pi == "verifier_feedback" else [None] * len(problems)
+    verdicts = check_answers(domain, problems, texts) if cfg.pi == "verifier_feedback" else [None] * len(problems)
     rollouts = []
     for p, prompt, o, text, v in zip(problems, prompts, outs, texts, verdicts):
         pi = make_pi(
