@@ -408,3 +408,15 @@ def test_check_many_in_slices_runs_each_distinct_program_once(mbpp, monkeypatch)
     verdicts = mbpp.check_many(problems * 2, completions * 2)  # the second half repeats the first
     assert sent == [32, 28] and sum(sent) == 60  # slices of 32, then the rest; duplicates not sent
     assert all(v.passed for v in verdicts) and verdicts[:60] == verdicts[60:]
+
+
+@needs_data
+def test_a_completion_without_code_fails_as_no_answer(mbpp, humaneval):
+    """Issue 16: nothing to run is `no_answer` (countable in SQL), not a wrong program and never an error."""
+    mp = mbpp_problem(mbpp, 601)
+    hp = humaneval.load("test", limit=1)[0]
+    for domain, problem in ((mbpp, mp), (humaneval, hp)):
+        for empty in ("", "   \n"):
+            v = domain.check(problem, empty)
+            assert (v.status, v.passed, v.reason) == ("fail", False, "no_answer"), (domain.name, v)
+    assert mbpp.check(mp, "```\n```").reason == "no_answer"  # an empty code block

@@ -168,6 +168,9 @@ class _CodeDomain(BaseDomain):
                 except Exception as exc:  # a problem we cannot build a harness for: verifier error
                     verdicts[i] = Verdict.error(f"cannot build the test program: {type(exc).__name__}: {exc}")
                     continue
+                if not c.strip() or not solution.strip():  # nothing to run: counted apart from wrong code
+                    verdicts[i] = Verdict("fail", False, 0.0, "no code found in the completion", reason="no_answer")
+                    continue
                 key = self._cache_key(p.problem_id, solution, spec)
                 if key in todo:
                     todo[key].append(i)
