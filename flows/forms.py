@@ -113,4 +113,8 @@ def preset_form(config: ExperimentConfig, flow_schema: dict[str, Any]) -> dict[s
     order = [*_FIRST, *(k for k in partial if k not in _FIRST), *top]
     _defs(schema)["ExperimentConfig"]["properties"] = {k: top[k] for k in dict.fromkeys(order) if k in top}
     _defs(schema)["ArmConfig"]["properties"]["set"] = arm_fields
+    # The two switches of a run above the long config: the UI orders parameters by `position`.
+    for position, name in enumerate(("smoke", "run_id", "config")):
+        if name in schema["properties"]:
+            schema["properties"][name]["position"] = position
     return schema

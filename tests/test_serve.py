@@ -113,6 +113,7 @@ def test_each_preset_gets_a_form_of_its_own_sections_a_smoke_switch_and_arms_as_
     own = [k for k in config.model_dump(exclude_defaults=True) if k not in ("name", "description", "seed_result")]
     assert order[:3] == ["name", "description", "seed_result"] and set(order[3 : 3 + len(own)]) == set(own)
     assert form["properties"]["smoke"]["type"] == "boolean"  # the run's smoke switch: the flow's parameter
+    assert sorted(form["properties"], key=lambda k: form["properties"][k]["position"]) == ["smoke", "run_id", "config"]
     arms = [config.for_arm(a.name) for a in config.arms]
     assert ("tiny" in defs["ModelConfig"]["properties"]) == any(a.model.name_or_path == "tiny" for a in arms)
     assert ("opsd" in defs["TrainConfig"]["properties"]) == any(a.train.method == "opsd" for a in arms)
