@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domains import get_domain
+from models.prompts import prompt_ids
 from models.sampling.base import Sampler
 
 
@@ -33,7 +34,7 @@ def check_shapes_and_fields(sampler: Sampler, tokenizer=None) -> None:
             assert "\n" not in c.text and c.n_completion_tokens > 0 and c.n_prompt_tokens > 5
             assert c.finish_reason in ("stop", "length")
             if tokenizer is not None:  # prompts are tokenized without special tokens
-                assert c.n_prompt_tokens == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+                assert c.n_prompt_tokens == len(prompt_ids(tokenizer, prompt))
     assert sampler.generate([], n=2, seed=0) == []
 
 

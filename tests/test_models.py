@@ -13,6 +13,7 @@ import pytest
 
 from domains import get_domain
 from experiments.config import TinyModelConfig, TrainConfig
+from models.prompts import prompt_ids
 from models.sampling.base import Sampler, cut_at_stop
 from models.sampling.hf import HFSampler
 from models.tiny import build_tokenizer, recipe_hash, tiny_model_dir
@@ -59,7 +60,7 @@ def test_sampled_groups_come_back_to_their_prompts_across_chunks(sampler: HFSamp
         for c in group:
             assert "\n" not in c.text and c.n_completion_tokens > 0 and c.n_prompt_tokens > 5
             assert c.finish_reason in ("stop", "length")
-            assert c.n_prompt_tokens == len(sampler.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            assert c.n_prompt_tokens == len(prompt_ids(sampler.tokenizer, prompt))
 
 
 def test_sampling_is_reproducible_per_seed_across_chunks(sampler: HFSampler):

@@ -5,8 +5,9 @@
     >>> s.close()                                   # engine processes gone, GPU memory back
 
 Same contract as `hf.HFSampler` (see `base`):
-- prompts are tokenized here without special tokens, as the HF backend does,
-  and handed to vLLM as token ids, so both backends see the same prompt tokens;
+- prompts are tokenized here by `models.prompts.prompt_ids` (special tokens
+  included, as TRL trains), as the HF backend does, and handed to vLLM as token
+  ids, so both backends and the trainer see the same prompt tokens;
 - every prompt gets its own `SamplingParams(seed=...)` derived from (seed,
   prompt index): its n samples do not depend on which other prompts share the
   call or how vLLM schedules them; `temperature == 0` is greedy (one draw, n copies);
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 
 from models.loading import adapter_base, resolve_dtype
+from models.prompts import prompt_ids
 from models.sampling.base import Completion, cut_at_stop
 from storage.ids import hash_int
 
@@ -153,7 +155,7 @@ class VLLMSampler:
 
         greedy = temperature == 0
         draws = 1 if greedy else n  # greedy samples are all the same: generate once
-        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         params = [
             SamplingParams(
                 n=draws,
@@ -169,8 +171,8 @@ class VLLMSampler:
             [TokensPrompt(prompt_token_ids=p) for p in ids], params, lora_request=self._lora, use_tqdm=False
         )
         result = []
-        for prompt_ids, out in zip(ids, outputs):
-            group = [self._completion(c, len(prompt_ids), stop) for c in out.outputs]
+        for given, out in zip(ids, outputs):
+            group = [self._completion(c, len(given), stop) for c in out.outputs]
             result.append(group * n if greedy else group)
         return result
 

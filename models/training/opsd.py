@@ -38,6 +38,7 @@ from domains.pi import make_pi
 from domains.thinking import check_answers
 from experiments.config import OPSDConfig, TrainConfig
 from models.loading import autocast, load_model, load_tokenizer, resolve_device
+from models.prompts import prompt_ids
 from models.sampling.hf import HFSampler
 from models.training.sft import TrainResult, lora_config
 from storage.writer import folder_atomic
@@ -77,7 +78,7 @@ def _completion_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits predicting each completion token after its prompt: (batch, max_len, vocab) and a mask."""
     device = next(model.parameters()).device
-    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] + c for p, c in zip(prompts, completions)]
+    rows = [prompt_ids(tokenizer, p) + c for p, c in zip(prompts, completions)]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)

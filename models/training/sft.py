@@ -25,6 +25,7 @@ from typing import Any
 
 from experiments.config import TrainConfig
 from models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype
+from models.prompts import check_prompt_parity
 from storage.writer import folder_atomic
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def train_sft(
     device = resolve_device(device)
     started = time.time()
     tokenizer = load_tokenizer(model_ref)
+    check_prompt_parity(tokenizer, examples)  # the tokens trained on after a prompt are those sampled after it
     tokenizer.padding_side = "right"
     # fp32 master weights whatever `dtype` says (it is the compute dtype: autocast on CUDA); a LoRA adapter
     # merges into fp32 weights too (merged into bf16 it lost most of the update), and the checkpoint stays
