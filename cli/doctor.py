@@ -68,12 +68,21 @@ def data_check() -> Check:
 
 
 def models_check() -> Check:
+    from models.bundled import BUNDLED, BundledModelError, gguf_path
     from models.tiny import model_cache_dir
 
     cache = model_cache_dir()
     built = sorted(p.name for p in cache.iterdir() if (p / "config.json").is_file()) if cache.is_dir() else []
     what = ", ".join(built) if built else "none yet (the tiny model builds on first use: pidistill bootstrap-model)"
-    return Check("models", "ok", f"{cache}: {what}")
+    missing = []
+    for name in BUNDLED:
+        try:
+            gguf_path(name)
+        except BundledModelError:
+            missing.append(name)
+    if missing:
+        return Check("models", "--", f"{cache}: {what}; bundled {', '.join(missing)} not installed (make setup)")
+    return Check("models", "ok", f"{cache}: {what}; bundled: {', '.join(BUNDLED)} (pidistill bootstrap-model NAME)")
 
 
 def hub_check(timeout: float = 4.0) -> Check:
