@@ -5,7 +5,8 @@
     >>> extract_answer("so the answer is 42 apples.")
     '42'
 
-Order of preference: the text after the last `####`, then "the answer is X".
+Order of preference: the text after the last `####`, then the last `\\boxed{X}` (the
+format Qwen and DeepSeek math models are tuned to write), then "the answer is X".
 Commas, `$`, `%` and trailing units are ignored; numbers compare exactly as
 decimals (`12.0` == `12`). The last number anywhere in the text is *not* an
 answer by default: chatty wrong completions passed by coincidence ("1 - 1":
@@ -24,6 +25,7 @@ from domains.pi import PrivilegedInfo, pi_section
 
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?|-?\$?\s*\.\d+")
 _ANSWER_IS = re.compile(r"answer is[:\s]*(.*)", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
 
 def normalize_number(text: str) -> str | None:
@@ -47,6 +49,9 @@ def extract_answer(completion: str, last_number: bool = False) -> str | None:
     if "####" in completion:
         tail = completion.rsplit("####", 1)[1].strip().splitlines()
         return normalize_number(tail[0]) if tail else None
+    boxed = _BOXED.findall(completion)
+    if boxed and (found := normalize_number(boxed[-1])):
+        return found
     said = list(_ANSWER_IS.finditer(completion))
     m = said[-1] if said else None  # the last "the answer is ..." counts
     if m and (found := normalize_number(m.group(1))):

@@ -23,6 +23,9 @@ from domains.numeric import extract_answer, normalize_number
         ("#### 0.50", "0.5"),
         ("#### 12.0", "12"),
         ("no numbers here", None),
+        ("so the total is \\boxed{42}.", "42"),  # Qwen / DeepSeek math format
+        ("\\boxed{1} at first, then \\boxed{$1,234}", "1234"),  # the last box counts
+        ("#### 5 (not \\boxed{6})", "5"),  # #### first
         ("#### ", None),
     ],
 )
