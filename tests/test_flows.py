@@ -95,9 +95,14 @@ def test_rejected_attempts_keep_their_reason(home):
     df = query("""select accepted, reject_reason, count(*) n from attempts
                   where run_id = 'small-a' and phase = 'train' group by all""")
     reasons = set(df.reject_reason.dropna())
-    assert "failed" in reasons and reasons <= {"failed", "duplicate"}
+    assert "failed" in reasons and reasons <= {"failed", "duplicate", "no_answer"}
     assert df[df.accepted].reject_reason.isna().all()
     assert df[~df.accepted].reject_reason.notna().all()
+    # no_answer: a completion with no answer in the domain's format (arith: no '####'), never a wrong answer
+    no_answer = query("""select completion, fail_reason from attempts
+                         where run_id = 'small-a' and reject_reason = 'no_answer'""")
+    assert (no_answer.fail_reason == "no_answer").all()
+    assert not no_answer.completion.str.contains("####").any()
 
 
 def test_eval_rows_base_and_rounds(home):
