@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from domains.pi import PIUnavailable, PrivilegedInfo
 
+Message = dict[str, str]  # one chat turn: {"role": "system" | "user" | "assistant", "content": ...}
+
 VerdictStatus = Literal["pass", "fail", "error", "timeout"]
 VERDICT_STATUSES: tuple[str, ...] = ("pass", "fail", "error", "timeout")
 
@@ -87,14 +89,20 @@ class Domain(Protocol):
     """A problem domain. See module docstring."""
 
     name: str
-    stop: tuple[str, ...]  # strings that end a completion (sampler stop sequences)
+    stop: tuple[str, ...]  # strings that end a plain-text completion (sampler stop sequences)
+    chat_stop: tuple[str, ...]  # the same for a chat model (its end-of-turn token ends it already)
 
     def load(self, split: Split, limit: int | None = None) -> list[Problem]:
         """Problems of `split` in a fixed order, at most `limit` of them."""
         ...
 
     def prompt(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
-        """The text the model continues. With `pi`, the retry/teacher prompt."""
+        """The text a base model continues. With `pi`, the retry/teacher prompt."""
+        ...
+
+    def user_turn(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
+        """What a chat model is asked in its user turn: the problem and the answer format, no answer cue
+        (the template's assistant header is the cue). With `pi`, the PI block follows the problem."""
         ...
 
     def check(self, problem: Problem, completion: str) -> Verdict:
@@ -129,10 +137,15 @@ class Domain(Protocol):
 class BaseDomain:
     """Shared plumbing: `check_many` that maps `check` and turns any exception
     into an ERROR verdict, and the defaults of the optional parts of `Domain`
-    (no preflight, no own wrong answer, no proof skeleton)."""
+    (no preflight, no own wrong answer, no proof skeleton, the plain prompt as the chat user turn)."""
 
     name = "base"
     stop: tuple[str, ...] = ()
+    chat_stop: tuple[str, ...] = ()
+
+    def user_turn(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
+        """The plain prompt as the user turn: right for domains whose completion continues a given text."""
+        return self.prompt(problem, pi)  # type: ignore[attr-defined]  # every domain defines prompt
 
     def check(self, problem: Problem, completion: str) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -23,6 +23,10 @@ from decimal import Decimal, InvalidOperation
 from domains.base import BaseDomain, Problem, Verdict
 from domains.pi import PrivilegedInfo, pi_section
 
+# A chat model is told the answer format (a base model learns it from the plain prompt's "Answer:" and
+# its training); `####` is what the checker reads first, and SmolLM2-135M-Instruct follows it (see README).
+CHAT_ANSWER_FORMAT = "Solve it step by step. End with the final answer on its own line as '#### <number>'."
+
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?|-?\$?\s*\.\d+")
 _ANSWER_IS = re.compile(r"answer is[:\s]*(.*)", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -75,6 +79,12 @@ class NumericAnswerDomain(BaseDomain):
         if pi is not None:
             parts.append(pi_section(pi))
         return "\n".join(parts) + "\nAnswer:"
+
+    def user_turn(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
+        parts = [problem.question.strip(), CHAT_ANSWER_FORMAT]
+        if pi is not None:
+            parts.append(pi_section(pi))
+        return "\n\n".join(parts)
 
     def wrong_answer(self, problem: Problem, rng) -> str:
         """A plausible wrong final answer: the reference moved by a few units (about 20 % for large ones)."""

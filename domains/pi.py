@@ -148,3 +148,69 @@ def make_pi(
 def diagnosis_prompt(domain: Domain, problem: Problem, completion: str) -> str:
     """What the model is asked, before a self_diagnosis retry, about its failed `completion`."""
     return f"{domain.prompt(problem)}{completion}{DIAGNOSIS_CUE}"
+
+
+# ---------------------------------------------------------------- chat models
+#
+# A chat model gets the same information as a base model, as turns. Kinds that are about the failed
+# attempt itself show it as the model's own (assistant) turn, and the PI as the user's reply to it:
+#
+#     previous_attempt   user: problem | assistant: failed attempt | user: "That is wrong. Try again."
+#     verifier_feedback  user: problem | assistant: failed attempt | user: "... The checker said: <feedback> ..."
+#     self_diagnosis     user: problem | assistant: failed attempt | user: "... What went wrong: <diagnosis> ..."
+#
+# Every other kind (none, correct_answer, wrong_answer, gibberish, skeleton, reference_solution) is one user
+# turn: the problem, then the PI block, as in the plain prompt. The base prompt of those kinds does not show
+# the failed attempt either (the double-sample control differs from a fresh sample only by "wrong"), and
+# templates such as Mistral's refuse two user turns in a row. The OPSD teacher is always one user turn with
+# the PI block: it has no failed attempt of its own. Training prompts are the first user turn alone.
+
+IN_CONVERSATION = frozenset({"previous_attempt", "verifier_feedback", "self_diagnosis"})
+
+CHAT_PI_TURNS: dict[str, str] = {
+    "previous_attempt": "That is wrong. Try again.",
+    "verifier_feedback": "That is wrong. The checker said:\n{text}\nTry again.",
+    "self_diagnosis": "That is wrong. What went wrong:\n{text}\nTry again.",
+}
+
+CHAT_DIAGNOSIS_TURN = "That is wrong. In one or two sentences, what went wrong?"
+
+
+def user(content: str) -> dict[str, str]:
+    return {"role": "user", "content": content}
+
+
+def assistant(content: str) -> dict[str, str]:
+    return {"role": "assistant", "content": content}
+
+
+def chat_pi_turn(pi: PrivilegedInfo) -> str:
+    """The user turn that answers a failed attempt shown as the assistant's turn (kinds in IN_CONVERSATION)."""
+    return CHAT_PI_TURNS[pi.kind].format(text=pi.text.strip())
+
+
+def pi_blocks(pi: PrivilegedInfo) -> tuple[str, ...]:
+    """Every text by which `pi` appears in a prompt, plain or chat: what the PI-leak guard looks for."""
+    blocks = [pi_section(pi)]
+    if pi.kind in IN_CONVERSATION:
+        blocks.append(chat_pi_turn(pi))
+    return tuple(b for b in blocks if b)
+
+
+def first_messages(domain: Domain, problem: Problem, pi: PrivilegedInfo | None = None) -> tuple[dict[str, str], ...]:
+    """A first try (or, with `pi`, the OPSD teacher's prompt) as a conversation: one user turn."""
+    return (user(domain.user_turn(problem, pi)),)
+
+
+def follow_up_messages(
+    domain: Domain, problem: Problem, pi: PrivilegedInfo, completion: str
+) -> tuple[dict[str, str], ...]:
+    """A retry after the failed `completion`, as a conversation (see the table above)."""
+    if pi.kind in IN_CONVERSATION:
+        return (user(domain.user_turn(problem)), assistant(completion), user(chat_pi_turn(pi)))
+    return first_messages(domain, problem, pi)
+
+
+def diagnosis_messages(domain: Domain, problem: Problem, completion: str) -> tuple[dict[str, str], ...]:
+    """The self_diagnosis question about a failed `completion`, as a conversation."""
+    return (user(domain.user_turn(problem)), assistant(completion), user(CHAT_DIAGNOSIS_TURN))

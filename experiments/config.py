@@ -99,7 +99,23 @@ class ModelConfig(_Frozen):
         "auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run: auto = cuda when present.")
+    chat: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Prompt through the tokenizer's chat template (on), as plain text (off, base models), or "
+        "auto: chat when the tokenizer has a template. Retries are then conversations (see domains/pi.py).",
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Variables for the chat template, the same for sampling, SFT and OPSD: e.g. "
+        "{enable_thinking: false} for Qwen3.",
+    )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Recipe of the tiny model.")
+
+    @field_validator("chat", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        """YAML reads a bare `on`/`off` as true/false: take them as meant."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class SamplingConfig(_Frozen):
@@ -417,6 +433,7 @@ _SHORTHAND = {"model": "name_or_path", "domain": "name"}
 # tiny model only knows arith); code and Lean keep their domain (the sandbox / Lean path still runs).
 SMOKE_OVERRIDES: dict[str, Any] = {
     "model.name_or_path": "tiny",
+    "model.chat": "auto",  # the tiny model is plain text; a chat model named with --set gets its template
     "domain.train_size": 16,
     "domain.eval_size": 40,
     "domain.path": None,

@@ -49,7 +49,7 @@ def round_flow(
         requests = follow_ups(cfg, seed, round, problems, failures, level, notes)
         latest = sample_and_verify(cfg, key, problems, level, follow_up_ref, requests)
         attempts = attempts + latest
-    examples = resumable(key, "filter", filter_attempts, cfg, key, quote(problems), quote(attempts))
+    examples = resumable(key, "filter", filter_attempts, cfg, key, quote(problems), quote(attempts), model_ref)
     new_ref = resumable(key, "train", train, cfg, key, model_ref, base_ref, quote(examples), quote(problems))
     score = resumable(key, "evaluate", evaluate, cfg, [key], new_ref)
     get_run_logger().info(round_summary(key, attempts, examples, score))

@@ -22,13 +22,13 @@ from prefect.cache_policies import NO_CACHE
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
 from storage.writer import home_dir, write_rows
-from tasks.domain import domain_of, eval_problems
+from tasks.domain import eval_problems
 from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed
 from tasks.metering import count_tokens, metered
 from tasks.resume import resumable
 from tasks.runs import resolve_model
-from tasks.sample import draw, first_requests, make_sampler
+from tasks.sample import draw, first_requests, make_sampler, stop_for, style_of
 from tasks.verify import verify_rows
 
 
@@ -68,8 +68,11 @@ def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> flo
     e, key = cfg.eval, keys[0]
     with metered(keys, "evaluate", 0, model_ref) as m:
         problems = eval_problems(cfg)
+        sampler = make_sampler(cfg, model_ref)
+        style = style_of(cfg, sampler.tokenizer)
         rows = draw(
-            make_sampler(cfg, model_ref),
+            sampler,
+            style,
             key,
             first_requests(cfg, problems),
             phase="eval",
@@ -78,7 +81,7 @@ def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> flo
             temperature=e.temperature,
             top_p=cfg.sampling.top_p,
             max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
-            stop=domain_of(cfg).stop,
+            stop=stop_for(cfg, style),
         )
         count_tokens(m, rows)
         rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows, m)

@@ -7,8 +7,10 @@ Every attempt gets `accepted` and, when rejected, a `reject_reason`:
     duplicate | max_per_problem                            (dedupe and caps, per problem)
 
 An accepted attempt trains on the problem's *original* prompt (no privileged
-information, no retry scaffold) -> its completion. `assert_no_pi` checks every
-example against every attempt's PI block and fails the round if one leaked.
+information, no retry scaffold) -> its completion; the stored prompt is rendered
+as the trained model is prompted (its chat template, or plain text), so it is
+the first try's prompt exactly. `assert_no_pi` checks every example against every
+attempt's PI, in every form it took in a prompt, and fails the round if one leaked.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domains import PrivilegedInfo, Problem
 from domains.errors import NotRetryable
-from domains.pi import pi_section
+from domains.pi import first_messages, pi_blocks
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
 from storage.writer import write_rows
@@ -80,16 +82,23 @@ def decide(cfg: ExperimentConfig, attempts: list[Attempt]) -> list[Attempt]:
 
 
 def sft_examples(
-    cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], attempts: list[Attempt]
+    cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], attempts: list[Attempt], tokenizer
 ) -> list[dict]:
-    """(original prompt without PI, completion) for every accepted attempt."""
-    domain = domain_of(cfg)
+    """(original prompt without PI, completion) for every accepted attempt; the prompt rendered for the
+    model of `tokenizer` (the model this round trains)."""
+    from models.prompts import render
+    from tasks.sample import style_of
+
+    domain, style = domain_of(cfg), style_of(cfg, tokenizer)
+    prompts = {
+        pid: render(tokenizer, style, domain.prompt(p), first_messages(domain, p)) for pid, p in problems.items()
+    }
     return [
         {
             **key.columns(),
             "problem_id": a.problem_id,
             "attempt_id": a.attempt_id,
-            "prompt": domain.prompt(problems[a.problem_id]),
+            "prompt": prompts[a.problem_id],
             "completion": a.completion,
         }
         for a in attempts
@@ -99,7 +108,9 @@ def sft_examples(
 
 def assert_no_pi(examples: list[dict], attempts: list[Attempt]) -> None:
     """Fail loudly if any training prompt contains a PI block shown to any attempt of the round."""
-    blocks = {pi_section(PrivilegedInfo(a.pi_kind, a.pi_text or "")) for a in attempts if a.pi_kind is not None}
+    blocks = {
+        b for a in attempts if a.pi_kind is not None for b in pi_blocks(PrivilegedInfo(a.pi_kind, a.pi_text or ""))
+    }
     for ex in examples:
         for block in blocks:
             if block and block in ex["prompt"]:
@@ -110,12 +121,15 @@ def assert_no_pi(examples: list[dict], attempts: list[Attempt]) -> None:
 
 @task(name="filter", cache_policy=NO_CACHE)
 def filter_attempts(
-    cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], attempts: list[Attempt]
+    cfg: ExperimentConfig, key: RoundKey, problems: dict[str, Problem], attempts: list[Attempt], model_ref: str
 ) -> list[dict]:
-    """Decide, check for PI leaks, write the round's attempts and SFT examples; returns the examples."""
+    """Decide, check for PI leaks, write the round's attempts and SFT examples (prompted as `model_ref`,
+    the model this round trains, is); returns the examples."""
+    from models.loading import load_tokenizer
+
     with metered(key, "filter") as m:
         attempts = decide(cfg, attempts)
-        examples = sft_examples(cfg, key, problems, attempts)
+        examples = sft_examples(cfg, key, problems, attempts, load_tokenizer(model_ref))
         assert_no_pi(examples, attempts)
         write_rows(key.path("attempts", "train"), attempts, "attempts")
         write_rows(key.path("sft_examples", "filter"), examples, "sft_examples")

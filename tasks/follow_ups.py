@@ -4,7 +4,8 @@ A failed attempt (not accepted by its verdict) gets one follow-up request per
 loop step, up to `retry.max_retries` (K) steps; the follow-up's `parent_id` is
 the failed attempt, its `attempt_idx` one more. With `retry.strategy: retry`
 the follow-up prompt carries privileged information of kind `retry.feedback`
-(the kinds and what each shows: `domains.pi`):
+(the kinds and what each shows: `domains.pi`; for a chat model, a conversation
+that shows the failed attempt as the model's turn where the kind is about it):
 
     Attempt(attempt_id="a1", completion=" 2*7=15. #### 15", feedback="final answer 15 is wrong", ...)
     -> SampleRequest(problem, "Question: What is 2 * 7?\\nYour previous answer was wrong. ...", 1, "a1", pi)
@@ -19,7 +20,7 @@ from __future__ import annotations
 import random
 
 from domains import Problem
-from domains.pi import make_pi
+from domains.pi import first_messages, follow_up_messages, make_pi
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
 from tasks.domain import domain_of
@@ -49,7 +50,11 @@ def follow_ups(
     for failure in failures:
         problem = problems[failure.problem_id]
         if cfg.retry.strategy == "resample":
-            out.append(SampleRequest(problem, domain.prompt(problem), attempt_idx, failure.attempt_id))
+            out.append(
+                SampleRequest(
+                    problem, domain.prompt(problem), first_messages(domain, problem), attempt_idx, failure.attempt_id
+                )
+            )
             continue
         rng = random.Random(derive_seed(seed, round, "pi", failure.attempt_id))
         pi = make_pi(
@@ -62,5 +67,6 @@ def follow_ups(
             feedback=failure.feedback,
             diagnosis=(diagnoses or {}).get(failure.attempt_id),
         )
-        out.append(SampleRequest(problem, domain.prompt(problem, pi), attempt_idx, failure.attempt_id, pi))
+        messages = follow_up_messages(domain, problem, pi, failure.completion)
+        out.append(SampleRequest(problem, domain.prompt(problem, pi), messages, attempt_idx, failure.attempt_id, pi))
     return out

@@ -3,8 +3,12 @@
 A request is one prompt to sample (a first try, or a follow-up of a failed
 attempt); its result rows are attempts without a verdict yet:
 
-    SampleRequest(problem=p, prompt="Question: What is 8 * 8 + 67?\\nAnswer:", attempt_idx=0)
+    SampleRequest(problem=p, prompt="Question: What is 8 * 8 + 67?\\nAnswer:", messages=({"role": "user", ...},))
     -> Attempt(problem_id="arith-7b0e13a0", attempt_idx=0, sample_idx=2, completion=" 8*8=64. ...", ...)
+
+A request states its prompt in both forms (plain text, and messages for a chat model); the sampler's
+tokenizer and `model.chat` decide which one the model gets (`models.prompts`), and the attempt stores the
+text exactly as the model saw it: for a chat model, the rendered template with its markers.
 
 First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
 `retry.temperature` for follow-ups when set, else the round's entry of
@@ -22,9 +26,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from domains import PrivilegedInfo, Problem
-from domains.pi import diagnosis_prompt
+from domains.base import Message
+from domains.pi import diagnosis_messages, diagnosis_prompt, first_messages
 from experiments.config import ExperimentConfig
 from models.loading import torch_threads
+from models.prompts import PromptStyle, prompt_style, render
 from models.sampling import Sampler, get_sampler
 from storage.schema import Attempt
 from tasks.domain import domain_of
@@ -37,7 +43,8 @@ from tasks.resume import fault_point, resumable
 @dataclass(frozen=True)
 class SampleRequest:
     problem: Problem
-    prompt: str
+    prompt: str  # the plain-text form (base models)
+    messages: tuple[Message, ...] = ()  # the conversation form (chat models)
     attempt_idx: int = 0
     parent_id: str | None = None
     pi: PrivilegedInfo | None = None
@@ -45,7 +52,18 @@ class SampleRequest:
 
 def first_requests(cfg: ExperimentConfig, problems: Iterable[Problem]) -> list[SampleRequest]:
     domain = domain_of(cfg)
-    return [SampleRequest(problem=p, prompt=domain.prompt(p)) for p in problems]
+    return [SampleRequest(p, domain.prompt(p), first_messages(domain, p)) for p in problems]
+
+
+def style_of(cfg: ExperimentConfig, tokenizer) -> PromptStyle:
+    """How this config prompts the model of `tokenizer` (chat template or plain text)."""
+    return prompt_style(tokenizer, cfg.model.chat, cfg.model.chat_template_kwargs)
+
+
+def stop_for(cfg: ExperimentConfig, style: PromptStyle) -> tuple[str, ...]:
+    """The domain's stop strings for how the model is prompted (a chat model's turn ends at its own token)."""
+    domain = domain_of(cfg)
+    return domain.chat_stop if style.chat else domain.stop
 
 
 def make_sampler(cfg: ExperimentConfig, model_ref: str) -> Sampler:
@@ -62,6 +80,7 @@ def temperature_for(cfg: ExperimentConfig, round: int, attempt_idx: int) -> floa
 
 def draw(
     sampler: Sampler,
+    style: PromptStyle,
     key: RoundKey,
     requests: list[SampleRequest],
     *,
@@ -73,9 +92,11 @@ def draw(
     max_new_tokens: int,
     stop: tuple[str, ...],
 ) -> list[Attempt]:
-    """Sample `n` completions per request; returns attempts (verdict and decision still empty)."""
+    """Sample `n` completions per request, each prompt rendered in `style`; returns attempts (verdict and
+    decision still empty) whose `prompt` is the text the model saw."""
+    prompts = [render(sampler.tokenizer, style, r.prompt, r.messages) for r in requests]
     outs = sampler.generate(
-        [r.prompt for r in requests],
+        prompts,
         n=n,
         temperature=temperature,
         top_p=top_p,
@@ -85,7 +106,7 @@ def draw(
     )
     fault_point("sample")  # crash tests: killed mid-stage, after sampling, before anything is saved
     rows, created = [], now()
-    for req, completions in zip(requests, outs):
+    for req, prompt, completions in zip(requests, prompts, outs):
         for s, c in enumerate(completions):
             rows.append(
                 Attempt(
@@ -103,7 +124,7 @@ def draw(
                     temperature=float(temperature),
                     pi_kind=req.pi.kind if req.pi else None,
                     pi_text=req.pi.text if req.pi else None,
-                    prompt=req.prompt,
+                    prompt=prompt,
                     completion=c.text,
                     n_prompt_tokens=c.n_prompt_tokens,
                     n_completion_tokens=c.n_completion_tokens,
@@ -128,8 +149,11 @@ def sample(
     of_shard = ("shard", shard) if shard is not None and cfg.scale.shards > 1 else ()  # one shard: the stage's seed
     pinned = torch_threads(cfg.scale.threads_per_shard) if shard is not None else nullcontext()
     with metered(key, "sample", level, model_ref, shard) as m, pinned:
+        sampler = make_sampler(cfg, model_ref)
+        style = style_of(cfg, sampler.tokenizer)
         rows = draw(
-            make_sampler(cfg, model_ref),
+            sampler,
+            style,
             key,
             requests,
             phase="train",
@@ -140,7 +164,7 @@ def sample(
             temperature=temperature_for(cfg, key.round, level),
             top_p=cfg.sampling.top_p,
             max_new_tokens=cfg.sampling.max_new_tokens,
-            stop=domain_of(cfg).stop,
+            stop=stop_for(cfg, style),
         )
         count_tokens(m, rows)
     return rows
@@ -165,16 +189,20 @@ def diagnose(
     domain = domain_of(cfg)
     requests = [
         SampleRequest(
-            problems[a.problem_id],
-            diagnosis_prompt(domain, problems[a.problem_id], a.completion),
+            p := problems[a.problem_id],
+            diagnosis_prompt(domain, p, a.completion),
+            diagnosis_messages(domain, p, a.completion),
             attempt_idx,
             a.attempt_id,
         )
         for a in failures
     ]
     with metered(key, "diagnose", attempt_idx, model_ref) as m:
+        sampler = make_sampler(cfg, model_ref)
+        style = style_of(cfg, sampler.tokenizer)
         rows = draw(
-            make_sampler(cfg, model_ref),
+            sampler,
+            style,
             key,
             requests,
             phase="diagnosis",
@@ -183,7 +211,7 @@ def diagnose(
             temperature=temperature_for(cfg, key.round, attempt_idx),
             top_p=cfg.sampling.top_p,
             max_new_tokens=cfg.retry.diagnosis_max_new_tokens,
-            stop=("\n\n",),
+            stop=() if style.chat else ("\n\n",),  # a chat model's diagnosis is its whole turn
         )
         count_tokens(m, rows)
     write_rows(key.path("attempts", f"diagnosis-{attempt_idx}"), rows, "attempts")  # no verdict, no decision

@@ -63,7 +63,7 @@ def train(
             release_samplers()  # free the sampler's (GPU) memory before training
             result = train_sft(
                 model_ref,
-                examples,
+                trainer_examples(cfg, model_ref, examples, problems),
                 t,
                 checkpoint_dir(key),
                 seed=derive_seed(key.seed, key.round, "train"),
@@ -87,6 +87,33 @@ def train(
     return row["checkpoint"]
 
 
+def trainer_examples(
+    cfg: ExperimentConfig, model_ref: str, examples: list[dict], problems: dict[str, Problem]
+) -> list[dict]:
+    """The SFT examples as the trainer takes them. A chat model trains in TRL's conversational form: the
+    problem's first user turn (rebuilt from the problem, rendered by TRL with the same template kwargs;
+    the parity check compares it with the stored prompt, i.e. what the sampler gave the model) and the
+    completion as the assistant turn, the loss on that turn only."""
+    from domains.pi import first_messages
+    from models.loading import load_tokenizer
+    from tasks.sample import style_of
+
+    style = style_of(cfg, load_tokenizer(model_ref))
+    if not style.chat:
+        return [{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]
+    domain = domain_of(cfg)
+    kwargs = {"chat_template_kwargs": dict(style.template_kwargs)} if style.template_kwargs else {}
+    return [
+        {
+            "prompt": e["prompt"],
+            "messages": list(first_messages(domain, problems[e["problem_id"]])),
+            "completion": e["completion"],
+            **kwargs,
+        }
+        for e in examples
+    ]
+
+
 def _fault_callbacks() -> list:
     """Crash tests (PIDISTILL_FAULT_KILL_AT=train): die after a training step, mid-checkpoint."""
     import os
@@ -103,7 +130,9 @@ def _fault_callbacks() -> list:
 
 
 def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[Problem]):
+    from models.loading import load_tokenizer
     from models.training.opsd import train_opsd
+    from tasks.sample import style_of
     from tasks.verify import verify_rows
 
     domain = domain_of(cfg)
@@ -144,6 +173,7 @@ def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[P
         device=cfg.model.device,
         dtype=cfg.model.dtype,
         on_rollouts=record,
+        style=style_of(cfg, load_tokenizer(model_ref)),
     )
     verified = verify_rows(cfg, {p.problem_id: p for p in problems}, attempts)  # for the record: do rollouts improve?
     write_rows(key.path("attempts", "opsd"), verified, "attempts")  # no decision: rollouts are not filtered

@@ -1,10 +1,11 @@
-"""The filter stage's decisions and its PI-leak guard (pure functions, no model)."""
+"""The filter stage's decisions and its PI-leak guard (pure functions; a tokenizer renders training prompts)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
+from transformers import AutoTokenizer
 from attempt_factory import make_attempt
 
 from domains import PrivilegedInfo, get_domain
@@ -79,15 +80,15 @@ def test_max_per_problem_caps_accepted():
     assert _reasons(rows) == [None, None, "max_per_problem", "max_per_problem"]
 
 
-def test_sft_examples_use_the_original_prompt_and_the_guard_catches_leaks():
-    cfg = load_config("demo")
+def test_sft_examples_use_the_original_prompt_and_the_guard_catches_leaks(smollm2):
+    cfg = load_config("demo", ["model.chat=off"])  # plain text (the chat form: tests/test_chat.py)
     d = get_domain("arith")
     p = d.load("train", 1)[0]
     pi = PrivilegedInfo("correct_answer", p.answer)
     retry = replace(_row(p.problem_id, 1, True), pi_kind=pi.kind, pi_text=pi.text, prompt=d.prompt(p, pi))
     rows = decide(cfg, [retry])
     key = RoundKey("r", "a", 0, 1, "/tmp")
-    examples = sft_examples(cfg, key, {p.problem_id: p}, rows)
+    examples = sft_examples(cfg, key, {p.problem_id: p}, rows, AutoTokenizer.from_pretrained(smollm2))
     assert examples[0]["prompt"] == d.prompt(p)
     assert_no_pi(examples, rows)  # clean
     leaked = [{**examples[0], "prompt": d.prompt(p, pi)}]

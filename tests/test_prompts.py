@@ -36,12 +36,17 @@ def test_a_bos_tokenizer_gets_its_bos_when_sampling_as_when_training(tiny_model:
     assert trained[: len(old)] != old
 
 
-def test_a_completion_that_merges_into_the_prompt_fails_the_parity_check(tiny_model: Path):
+def test_a_completion_that_merges_into_the_prompt_is_counted_and_a_drifted_prompt_fails(tiny_model: Path):
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     merged = next(
         (p, c)
         for p, c in [("Answer: fo", "o bar"), ("Answer: th", "e end"), ("Answer: a", "nswer")]
         if tok(p + c)["input_ids"][: len(tok(p)["input_ids"])] != tok(p)["input_ids"]
     )
-    with pytest.raises(PromptParityError, match="prompt/training token mismatch"):
-        check_prompt_parity(tok, [{"prompt": merged[0], "completion": merged[1]}])
+    clean = {"prompt": "Question: What is 2 + 3?\nAnswer:", "completion": " 2+3=5. #### 5"}
+    # one example's own text merging with the prompt's last token: counted (TRL trains from the split)
+    assert check_prompt_parity(tok, [{"prompt": merged[0], "completion": merged[1]}, clean]) == 1
+    assert check_prompt_parity(tok, [clean]) == 0
+    # a prompt the trainer sees otherwise than it was sampled (here: sampled without the tokenizer's BOS)
+    with pytest.raises(PromptParityError, match="prompt/training token mismatch at token 1"):
+        check_prompt_parity(_bos_tokenizer(tiny_model), [{**clean, "prompt": "<eos>" + clean["prompt"]}])

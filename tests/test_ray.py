@@ -34,7 +34,7 @@ from tasks.shards import split_requests
 def _requests(counts: list[int]) -> list[SampleRequest]:
     """counts[i] requests for problem i, adjacent (as the stages make them)."""
     return [
-        SampleRequest(Problem(f"p{i}", "arith", f"q{i}"), f"prompt {i}.{j}", 1, f"parent-{i}-{j}")
+        SampleRequest(Problem(f"p{i}", "arith", f"q{i}"), f"prompt {i}.{j}", attempt_idx=1, parent_id=f"parent-{i}-{j}")
         for i, n in enumerate(counts)
         for j in range(n)
     ]

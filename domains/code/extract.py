@@ -35,15 +35,18 @@ def extract_code(completion: str, *, fence_open: bool = False, entry_point: str 
     'x = 1\\n'
     >>> extract_code("x = 1\\n```\\ntrailing prose", fence_open=True)
     'x = 1\\n'
+    >>> extract_code("Here is the function:\\n```python\\nx = 1\\n```", fence_open=True)
+    'x = 1\\n'
     """
     text = _MARKERS.sub("", completion.replace("\r\n", "\n"))
     if fence_open:
         head, fence, rest = text.partition("```")
-        if head.strip() or not fence:
-            return head
-        if not _LANG_TAG.match(rest):
+        opens_own = bool(_LANG_TAG.match(rest))  # ```python: a fence of its own, not the close of ours
+        if not fence or (head.strip() and not (opens_own and _is_prose(head))):
+            return head  # code up to our fence's close (or to the end)
+        if not head.strip() and not opens_own:
             text = rest  # the model closed our fence at once; look at what follows
-        # else: it opened a fence of its own (```python ...): an ordinary fenced completion
+        # else: an ordinary fenced completion (a chat model ignores the opened fence: prose, then ```python)
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text) if body.strip()]
     if not blocks:
         head, _, rest = text.partition("```")  # a lone fence: the code is on one side of it
@@ -54,6 +57,15 @@ def extract_code(completion: str, *, fence_open: bool = False, entry_point: str 
             if re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", body, re.M):
                 return body
     return python[0]
+
+
+def _is_prose(text: str) -> bool:
+    """Text that is not Python (a chat model's "Here is the function:" before its fenced block)."""
+    try:
+        ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return True
+    return False
 
 
 def _defines_function(code: str, name: str) -> bool:

@@ -91,6 +91,13 @@ class HumanEvalDomain(_CodeDomain):
         note = "\n".join(f"# {line}".rstrip() for line in pi_section(pi).splitlines())
         return f"{note}\n\n{problem.question}"
 
+    def user_turn(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
+        text = (
+            "Complete the following Python function. Write the whole function in one ```python block.\n\n"
+            f"```python\n{problem.question.rstrip()}\n```"
+        )
+        return text if pi is None else f"{text}\n\n{pi_section(pi)}"
+
     def solution_and_spec(self, problem: Problem, completion: str) -> tuple[str, HarnessSpec]:
         entry = problem.meta["entry_point"]
         return humaneval_solution(problem.question, completion, entry), _humaneval_spec_cached(problem.tests[0], entry)

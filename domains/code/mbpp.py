@@ -113,6 +113,14 @@ class MBPPDomain(_CodeDomain):
             text += pi_section(pi) + "\n\n"
         return text + "```python\n"
 
+    def user_turn(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
+        tests = "\n".join(t.strip() for t in problem.tests)
+        text = (
+            f"You are an expert Python programmer, and here is your task: {problem.question.strip()} "
+            f"Your code should pass these tests:\n\n{tests}\n\nWrite the code in one ```python block."
+        )
+        return text if pi is None else f"{text}\n\n{pi_section(pi)}"
+
     def solution_and_spec(self, problem: Problem, completion: str) -> tuple[str, HarnessSpec]:
         code = extract_code(completion, fence_open=True, entry_point=problem.meta.get("entry_point") or None)
         return code, mbpp_spec(problem.tests, problem.meta.get("test_setup_code", ""))

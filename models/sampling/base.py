@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Completion:
 class Sampler(Protocol):
     name: str  # backend name, stored per attempt as `sampler`
     model_ref: str  # what was loaded, stored per attempt as `model_ref`
+    tokenizer: Any  # the model's tokenizer: its chat template renders the prompts (models.prompts.render)
 
     def generate(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from models.loading import load_model, load_tokenizer, resolve_device
-from models.prompts import ADD_SPECIAL_TOKENS
+from models.prompts import prompt_ids
 from models.sampling.base import Completion, cut_at_stop
 from storage.ids import hash_int
 
@@ -68,7 +68,8 @@ class HFSampler:
         return out
 
     def _generate_chunk(self, prompts, draws, temperature, top_p, max_new_tokens, stop) -> list[Completion]:
-        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=ADD_SPECIAL_TOKENS)
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]  # one encoder for every consumer (models.prompts)
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         sampling = (
             dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)

@@ -7,7 +7,9 @@ Each step, for a batch of problems:
     loss            mean over y's tokens of D(student(. | x, y<t), teacher(. | x+PI, y<t))
 
 The completion y is tokenised once and appended to both prompts, so student and
-teacher logits are aligned token by token. The teacher runs without gradient:
+teacher logits are aligned token by token. For a chat model both prompts are
+rendered by the same template with the same kwargs (`models.prompts`): the
+teacher's one user turn is the student's with the PI block after the problem. The teacher runs without gradient:
 `live` uses the student's current weights, `frozen` a copy of the starting
 weights, `ema` an exponential moving average of the student. D is reverse KL,
 forward KL or JSD(beta), over the full vocabulary or the student's top-k tokens
@@ -34,11 +36,11 @@ from trl.experimental.sdpo.loss_utils import (
 )
 
 from domains import Domain, Problem
-from domains.pi import make_pi
+from domains.pi import first_messages, make_pi
 from domains.thinking import check_answers
 from experiments.config import OPSDConfig, TrainConfig
 from models.loading import autocast, load_model, load_tokenizer, resolve_device
-from models.prompts import prompt_ids
+from models.prompts import PromptStyle, prompt_ids, prompt_style, render
 from models.sampling.hf import HFSampler
 from models.training.sft import TrainResult, lora_config
 from storage.writer import folder_atomic
@@ -118,12 +120,16 @@ def rollouts_for(
     cfg: OPSDConfig,
     seed: int,
     max_new_tokens: int,
+    style: PromptStyle | None = None,
 ) -> list[Rollout]:
-    """Sample one on-policy completion per problem and build its teacher prompt."""
+    """Sample one on-policy completion per problem and build its teacher prompt (both rendered in `style`,
+    default: how `tokenizer` prompts, chat when it has a template)."""
+    style = style or prompt_style(tokenizer)
     sampler = HFSampler.from_model(student, tokenizer, model_ref="student", batch_size=len(problems))
-    prompts = [domain.prompt(p) for p in problems]
+    prompts = [render(tokenizer, style, domain.prompt(p), first_messages(domain, p)) for p in problems]
+    stop = domain.chat_stop if style.chat else domain.stop
     outs = sampler.generate(
-        prompts, n=1, temperature=cfg.rollout_temperature, max_new_tokens=max_new_tokens, stop=domain.stop, seed=seed
+        prompts, n=1, temperature=cfg.rollout_temperature, max_new_tokens=max_new_tokens, stop=stop, seed=seed
     )
     texts = [o[0].text for o in outs]
     verdicts = check_answers(domain, problems, texts) if cfg.pi == "verifier_feedback" else [None] * len(problems)
@@ -139,7 +145,8 @@ def rollouts_for(
             feedback=v.feedback if v else "",
         )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rollouts.append(Rollout(p, prompt, domain.prompt(p, pi), pi.kind, pi.text, text, ids, o[0].n_prompt_tokens))
+        teacher = render(tokenizer, style, domain.prompt(p, pi), first_messages(domain, p, pi))
+        rollouts.append(Rollout(p, prompt, teacher, pi.kind, pi.text, text, ids, o[0].n_prompt_tokens))
     return rollouts
 
 
@@ -154,6 +161,7 @@ def train_opsd(
     device: str = "auto",
     dtype: str = "auto",
     on_rollouts: Callable[[int, list[Rollout]], None] | None = None,
+    style: PromptStyle | None = None,
 ) -> TrainResult:
     """Run OPSD from `model_ref` on `problems`; save the student at `checkpoint` (LoRA merged)."""
     o = cfg.opsd
@@ -177,7 +185,7 @@ def train_opsd(
     for step in range(steps):
         batch = order.sample(problems, min(o.batch_size, len(problems)))
         student.eval()
-        rollouts = rollouts_for(student, tokenizer, domain, batch, o, seed * 100_003 + step, max_new_tokens)
+        rollouts = rollouts_for(student, tokenizer, domain, batch, o, seed * 100_003 + step, max_new_tokens, style)
         if on_rollouts:
             on_rollouts(step, rollouts)
         student.train()

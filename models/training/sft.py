@@ -4,6 +4,13 @@ One training example, as the trainer sees it (loss on the completion only):
 
     {"prompt": "Question: What is 7 * 6 + 48?\\nAnswer:", "completion": " 7*6=42. 42+48=90. #### 90"}
 
+or, for a chat model, TRL's conversational form (the template renders both turns, the loss is on the
+assistant turn, its end-of-turn token included):
+
+    {"prompt": [{"role": "user", "content": "What is 7 * 6 + 48?\\n\\n..."}],
+     "completion": [{"role": "assistant", "content": "7*6=42 ... #### 90"}],
+     "chat_template_kwargs": {"enable_thinking": False}}
+
 Our config keeps only what pidistill decides (lr, epochs, batch, LoRA shape);
 every other `trl.SFTConfig` argument passes through `train.sft_overrides`.
 A LoRA adapter is merged into the weights before saving, so every round's
@@ -72,6 +79,18 @@ def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str, dtype
     return SFTConfig(**args)
 
 
+def _trl_example(example: dict[str, Any]) -> dict[str, Any]:
+    """One example in TRL's form: text prompt/completion, or conversational when it has `messages`."""
+    if "messages" not in example:
+        return {"prompt": example["prompt"], "completion": example["completion"]}
+    kwargs = {"chat_template_kwargs": example["chat_template_kwargs"]} if example.get("chat_template_kwargs") else {}
+    return {
+        "prompt": list(example["messages"]),
+        "completion": [{"role": "assistant", "content": example["completion"]}],
+        **kwargs,
+    }
+
+
 def lora_config(cfg: TrainConfig):
     from peft import LoraConfig
 
@@ -94,7 +113,8 @@ def train_sft(
     dtype: str = "auto",
     callbacks: list | None = None,
 ) -> TrainResult:
-    """Fine-tune `model_ref` on prompt/completion `examples`; save the result at `checkpoint`.
+    """Fine-tune `model_ref` on prompt/completion `examples` (with `messages`: a chat model's conversation,
+    whose rendering must give `prompt`); save the result at `checkpoint`.
     `callbacks`: extra `transformers.TrainerCallback`s (e.g. progress or fault injection)."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -104,7 +124,9 @@ def train_sft(
     device = resolve_device(device)
     started = time.time()
     tokenizer = load_tokenizer(model_ref)
-    check_prompt_parity(tokenizer, examples)  # the tokens trained on after a prompt are those sampled after it
+    # the tokens trained on after a prompt are those sampled after it (raises on a drifted template)
+    if merged := check_prompt_parity(tokenizer, examples):
+        log.warning("%d of the first 16 examples start with text that merges into the prompt's last token", merged)
     tokenizer.padding_side = "right"
     # fp32 master weights whatever `dtype` says (it is the compute dtype: autocast on CUDA); a LoRA adapter
     # merges into fp32 weights too (merged into bf16 it lost most of the update), and the checkpoint stays
@@ -114,7 +136,7 @@ def train_sft(
         trainer = SFTTrainer(
             model=model,
             args=sft_config(cfg, work / "trainer", seed, device, dtype),
-            train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
+            train_dataset=Dataset.from_list([_trl_example(e) for e in examples]),
             processing_class=tokenizer,
             peft_config=lora_config(cfg) if cfg.peft == "lora" else None,
             callbacks=callbacks,
