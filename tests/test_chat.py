@@ -11,16 +11,16 @@ import random
 from pathlib import Path
 
 import pytest
+from attempt_factory import make_attempt
 from transformers import AutoTokenizer
 
-from domains import PrivilegedInfo, get_domain
+from domains import get_domain
 from domains.pi import IN_CONVERSATION, PI_KINDS, first_messages, follow_up_messages, make_pi, pi_section
 from experiments.config import ConfigError, load_config
 from models.prompts import PromptParityError, PromptStyle, check_prompt_parity, prompt_ids, prompt_style, render
 from tasks.filter import PILeak, assert_no_pi, decide, sft_examples
 from tasks.keys import RoundKey
 from tasks.train import trainer_examples
-from attempt_factory import make_attempt
 
 ARITH = get_domain("arith")
 PROBLEM = ARITH.load("train", 1)[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from transformers import AutoTokenizer
 from attempt_factory import make_attempt
+from transformers import AutoTokenizer
 
 from domains import PrivilegedInfo, get_domain
 from domains.pi import pi_section
