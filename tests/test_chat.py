@@ -119,7 +119,7 @@ def _retry_attempt(tok, kind: str):
 
 @pytest.mark.parametrize("kind", ["verifier_feedback", "correct_answer"])
 def test_an_accepted_retry_trains_on_the_first_user_turn_alone_and_the_guard_sees_chat_pi(tok, kind):
-    cfg = load_config("demo")  # model.chat: auto
+    cfg = load_config("demo", ["model.chat=auto"])  # the preset prompts its tiny model as plain text
     retry = _retry_attempt(tok, kind)
     rows = decide(cfg, [retry])
     examples = sft_examples(cfg, RoundKey("r", "a", 0, 1, "/tmp"), {PROBLEM.problem_id: PROBLEM}, rows, tok)
@@ -132,7 +132,7 @@ def test_an_accepted_retry_trains_on_the_first_user_turn_alone_and_the_guard_see
 
 
 def test_conversational_sft_examples_see_the_sampled_prompt_tokens(tok):
-    cfg = load_config("demo")
+    cfg = load_config("demo", ["model.chat=auto"])
     examples = [{"problem_id": PROBLEM.problem_id, "completion": "3 * 4 = 12\n#### 12"}]
     examples[0]["prompt"] = render(tok, prompt_style(tok), ARITH.prompt(PROBLEM), first_messages(ARITH, PROBLEM))
     trainer = trainer_examples(cfg, str(tok.name_or_path), examples, {PROBLEM.problem_id: PROBLEM})
