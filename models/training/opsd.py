@@ -75,12 +75,19 @@ def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, cfg: 
     return compute_full_logit_self_distillation_loss(student_logits, teacher_logits, distillation_alpha=alpha)
 
 
+def input_rows(tokenizer, prompts: list[str], completions: list[list[int]]) -> list[list[int]]:
+    """Each prompt's tokens followed by its completion's: the completion is tokenized once (its ids are
+    appended, never its text re-tokenized with the prompt), so student and teacher score the same tokens
+    even where the completion's first characters would merge with the end of one prompt and not the other."""
+    return [prompt_ids(tokenizer, p) + c for p, c in zip(prompts, completions)]
+
+
 def _completion_logits(
     model, tokenizer, prompts: list[str], completions: list[list[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits predicting each completion token after its prompt: (batch, max_len, vocab) and a mask."""
     device = next(model.parameters()).device
-    rows = [prompt_ids(tokenizer, p) + c for p, c in zip(prompts, completions)]
+    rows = input_rows(tokenizer, prompts, completions)
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)

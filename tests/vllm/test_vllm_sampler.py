@@ -139,3 +139,28 @@ def test_close_gives_gpu_memory_back(tiny_model: Path):
     free_after = torch.cuda.mem_get_info()[0]
     assert free_before - free_loaded > 0.25 * total  # the KV cache is there while it runs
     assert free_before - free_after < 1 << 30  # and gone after close (less than 1 GiB left behind)
+
+
+def test_the_bundled_chat_model_samples_alike_on_both_backends(smollm2: Path):
+    """SmolLM2-135M-Instruct, prompts rendered by its chat template (issue 16): the Sampler contract's
+    shapes and token counts, and greedy agreement with HF on the same prompt tokens."""
+    from domains import get_domain
+    from domains.pi import first_messages
+    from models.prompts import prompt_ids, prompt_style, render
+
+    release_samplers()
+    tok = load_tokenizer(str(smollm2))
+    domain = get_domain("arith", max_ops=1, max_operand=20)
+    style = prompt_style(tok, "on")
+    prompts = [render(tok, style, domain.prompt(p), first_messages(domain, p)) for p in domain.load("test", 8)]
+    kw = dict(temperature=0.0, max_new_tokens=32, stop=domain.chat_stop)
+    s = VLLMSampler(str(smollm2), max_model_len=1024, **DEV)
+    try:
+        a = s.generate(prompts, **kw)
+    finally:
+        s.close()
+    b = HFSampler(str(smollm2), batch_size=8, **DEV).generate(prompts, **kw)
+    for prompt, [x], [y] in zip(prompts, a, b):
+        assert x.n_prompt_tokens == y.n_prompt_tokens == len(prompt_ids(tok, prompt))
+        assert "<|im_end|>" not in x.text and x.finish_reason in ("stop", "length")
+    assert sum(x.text == y.text for [x], [y] in zip(a, b)) >= 6, [(x[0].text, y[0].text) for x, y in zip(a, b)]
