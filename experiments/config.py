@@ -260,10 +260,10 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class ScaleConfig(_Frozen):
     """Where the sample and verify stages run: in this process, or as shards on a Ray cluster.
 
-    Only `shards` and `threads_per_shard` can change results (they are in the config hash); the
+    Only `shards`, `threads_per_shard` and `torch_threads` can change results (they are in the config hash); the
     executor and the Ray settings say where shards run, not what they compute (left out of it)."""
 
-    RESULT_FIELDS: ClassVar[tuple[str, ...]] = ("shards", "threads_per_shard")
+    RESULT_FIELDS: ClassVar[tuple[str, ...]] = ("shards", "threads_per_shard", "torch_threads")
 
     executor: Literal["local", "ray"] = Field(
         "local",
@@ -284,6 +284,14 @@ class ScaleConfig(_Frozen):
         le=1024,
         description="torch CPU threads of a shard, pinned both locally and on Ray so both compute the same numbers; "
         "also the CPUs a shard reserves on Ray.",
+    )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="torch CPU threads of the unsharded stages (sample, diagnose, train, evaluate); empty = "
+        "torch's default, one per core. On a small CPU shared with other work set 1: two threads contending "
+        "with other jobs sampled SmolLM2 about 9x slower than one.",
     )
     gpus_per_shard: float = Field(0.0, ge=0, description="executor=ray: GPUs a shard reserves (Ray num_gpus).")
     ray_address: str | None = Field(

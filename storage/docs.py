@@ -41,7 +41,7 @@ COLUMNS = {
     "attempt_id": "The attempt (unique; attempts.attempt_id).",
     "attempt_idx": "0 = first try, k = the k-th retry after a failure.",
     "model_ref": "The model that produced it: an HF id, a folder, or a round's checkpoint.",
-    "prompt": "Exactly the text the model was given.",
+    "prompt": "Exactly the text the model was given: a chat model's rendered template, markers included.",
     "completion": "Exactly what the model wrote (after the stop sequence is cut).",
     "n_prompt_tokens": "Prompt tokens.",
     "n_completion_tokens": "Completion tokens.",
@@ -92,7 +92,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "frontier_too_hard | frontier_too_easy | duplicate | max_per_problem.",
     },
     "sft_examples": {
-        "prompt": "The prompt trained on: the original question without PI.",
+        "prompt": "The prompt trained on: the original question without PI, rendered as the trained model is prompted.",
         "completion": "The completion trained on (the accepted attempt's).",
     },
     "trainings": {

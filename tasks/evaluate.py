@@ -29,6 +29,7 @@ from tasks.metering import count_tokens, metered
 from tasks.resume import resumable
 from tasks.runs import resolve_model
 from tasks.sample import draw, first_requests, make_sampler, stop_for, style_of
+from tasks.shards import stage_threads
 from tasks.verify import verify_rows
 
 
@@ -66,7 +67,7 @@ def evaluation_rows(key: RoundKey, attempts: list[Attempt]) -> list[dict]:
 def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> float:
     """Evaluate `model_ref`, write its rows under every key; returns pass@1."""
     e, key = cfg.eval, keys[0]
-    with metered(keys, "evaluate", 0, model_ref) as m:
+    with metered(keys, "evaluate", 0, model_ref) as m, stage_threads(cfg.scale):
         problems = eval_problems(cfg)
         sampler = make_sampler(cfg, model_ref)
         style = style_of(cfg, sampler.tokenizer)

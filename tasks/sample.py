@@ -18,7 +18,6 @@ First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from prefect import task
@@ -29,7 +28,6 @@ from domains import PrivilegedInfo, Problem
 from domains.base import Message
 from domains.pi import diagnosis_messages, diagnosis_prompt, first_messages
 from experiments.config import ExperimentConfig
-from models.loading import torch_threads
 from models.prompts import PromptStyle, prompt_style, render
 from models.sampling import Sampler, get_sampler
 from storage.schema import Attempt
@@ -38,6 +36,7 @@ from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed
 from tasks.metering import count_tokens, metered, now
 from tasks.resume import fault_point, resumable
+from tasks.shards import stage_threads
 
 
 @dataclass(frozen=True)
@@ -147,8 +146,7 @@ def sample(
         raise ValueError(f"sample: one retry level per call, got attempt_idx {sorted(levels)}")
     (level,) = levels
     of_shard = ("shard", shard) if shard is not None and cfg.scale.shards > 1 else ()  # one shard: the stage's seed
-    pinned = torch_threads(cfg.scale.threads_per_shard) if shard is not None else nullcontext()
-    with metered(key, "sample", level, model_ref, shard) as m, pinned:
+    with metered(key, "sample", level, model_ref, shard) as m, stage_threads(cfg.scale, shard):
         sampler = make_sampler(cfg, model_ref)
         style = style_of(cfg, sampler.tokenizer)
         rows = draw(
@@ -197,7 +195,7 @@ def diagnose(
         )
         for a in failures
     ]
-    with metered(key, "diagnose", attempt_idx, model_ref) as m:
+    with metered(key, "diagnose", attempt_idx, model_ref) as m, stage_threads(cfg.scale):
         sampler = make_sampler(cfg, model_ref)
         style = style_of(cfg, sampler.tokenizer)
         rows = draw(

@@ -11,6 +11,7 @@ depends only on the requests and the shard count: the same shards wherever they 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 
@@ -41,3 +42,12 @@ def split_requests(requests: Sequence[R], shards: int) -> list[list[R]]:
         out[min(shards - 1, before * shards // total)].extend(group)
         before += len(group)
     return [part for part in out if part]
+
+
+def stage_threads(scale: Any, shard: int | None = None) -> AbstractContextManager[None]:
+    """The torch thread count a stage runs with: a shard's pinned `threads_per_shard` (its numbers must not
+    depend on where it runs), else `torch_threads` when set, else torch's own default."""
+    from models.loading import torch_threads
+
+    n = scale.threads_per_shard if shard is not None else scale.torch_threads
+    return torch_threads(n) if n is not None else nullcontext()

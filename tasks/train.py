@@ -23,6 +23,7 @@ from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed
 from tasks.metering import metered, now
 from tasks.resume import fault_point
+from tasks.shards import stage_threads
 
 
 def checkpoint_dir(key: RoundKey) -> Path:
@@ -55,7 +56,7 @@ def train(
         "checkpoint": model_ref,
         "seconds": 0.0,
     }
-    with metered(key, "train", 0, model_ref) as m:
+    with metered(key, "train", 0, model_ref) as m, stage_threads(cfg.scale):
         result = None
         if t.method == "sft" and len(examples) >= max(1, t.min_examples):
             from models.training.sft import train_sft
