@@ -108,6 +108,9 @@ def _preflight(config: ExperimentConfig) -> None:
         _check_model(cfg.model.name_or_path, "model.name_or_path", where)
         if cfg.retry.model:
             _check_model(cfg.retry.model, "retry.model", where)
+        if cfg.model.chat == "on":
+            for name in filter(None, (cfg.model.name_or_path, cfg.retry.model)):
+                _check_chat_template(name, where)
         if cfg.sampling.backend == "vllm":  # 'auto' always works: vLLM when importable on a GPU, else HF
             from models.sampling import vllm_available
 
@@ -148,6 +151,21 @@ def _check_model(name: str, field: str, where: str) -> None:
 
     if problem := hub_model_problem(name):
         raise PreflightError(f"{where}{field}: {problem}")
+
+
+def _check_chat_template(name: str, where: str) -> None:
+    """model.chat=on needs a chat template: known for the tiny model (none) and for a local folder or a
+    cached hub model (its tokenizer files); a bundled model has one; an uncached hub model is seen later."""
+    if name == "tiny":
+        raise PreflightError(f"{where}model.chat=on but the tiny model is a base model: set model.chat=off or auto")
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        config = folder / "tokenizer_config.json"
+        has = (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file()
+        if not has and config.is_file() and "chat_template" not in json.loads(config.read_text()):
+            raise PreflightError(
+                f"{where}model.chat=on but {name} has no chat template (a base model): set model.chat=off or auto"
+            )
 
 
 def _check_pi(kind: str, field: str, domain, where: str) -> None:

@@ -171,3 +171,25 @@ def test_code_domains_ask_a_chat_model_for_a_fenced_block_and_read_it_back(tok):
     assert mbpp.check(p, chatty).passed
     assert mbpp.chat_stop == () and "\n```" in mbpp.stop  # a chat turn is not cut at its own fence
     assert entry in reference
+
+
+def test_a_self_diagnosis_question_continues_the_conversation_of_the_failed_attempt(tok):
+    from domains.pi import diagnosis_messages
+
+    failed = "2 * 7 = 15\n#### 15"
+    turns = diagnosis_messages(ARITH, PROBLEM, failed)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"] and turns[1]["content"] == failed
+    text = render(tok, prompt_style(tok), "", turns)
+    assert text.endswith("what went wrong?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_chat_on_for_a_base_model_fails_before_the_run(tmp_path):
+    from tasks.runs import PreflightError, preflight
+
+    with pytest.raises(PreflightError, match="model.chat=on but the tiny model is a base model"):
+        preflight(load_config("demo", ["model.chat=on"]))
+    folder = tmp_path / "base-model"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text('{"eos_token": "</s>"}')
+    with pytest.raises(PreflightError, match=f"model.chat=on but {folder} has no chat template"):
+        preflight(load_config("demo", ["model.chat=on", f"model.name_or_path={folder}"]))
