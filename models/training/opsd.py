@@ -9,11 +9,11 @@ Each step, for a batch of problems:
 The completion y is tokenised once and appended to both prompts, so student and
 teacher logits are aligned token by token. For a chat model both prompts are
 rendered by the same template with the same kwargs (`models.prompts`): the
-teacher's one user turn is the student's with the PI block after the problem. The teacher runs without gradient:
-`live` uses the student's current weights, `frozen` a copy of the starting
-weights, `ema` an exponential moving average of the student. D is reverse KL,
-forward KL or JSD(beta), over the full vocabulary or the student's top-k tokens
-plus a tail bucket (TRL's self-distillation loss functions, `trl.experimental.sdpo`).
+teacher's one user turn is the student's with the PI block after the problem.
+The teacher runs without gradient: `live` uses the student's current weights,
+`frozen` a copy of the starting weights, `ema` an exponential moving average of
+the student. D is reverse KL, forward KL or JSD(beta), over the full vocabulary
+or the student's top-k tokens plus a tail bucket (TRL's self-distillation loss functions, `trl.experimental.sdpo`).
 The PI kinds are the retry catalog's (`domains.pi.make_pi`): "OPSD with gibberish
 PI" is `train.opsd.pi: gibberish`. With `verifier_feedback` the teacher sees the
 verdict on the student's own rollout (SDPO).
