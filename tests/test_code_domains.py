@@ -420,3 +420,24 @@ def test_a_completion_without_code_fails_as_no_answer(mbpp, humaneval):
             v = domain.check(problem, empty)
             assert (v.status, v.passed, v.reason) == ("fail", False, "no_answer"), (domain.name, v)
     assert mbpp.check(mp, "```\n```").reason == "no_answer"  # an empty code block
+
+
+@needs_data
+@needs_bwrap
+@pytest.mark.parametrize(
+    "domain_name, completion",
+    [
+        ("humaneval", "def has_close_elements(numbers, threshold):\n    return False\x00"),  # NUL: ValueError
+        ("humaneval", "def has_close_elements(numbers, threshold):\n    return " + "(" * 5000 + "1" + ")" * 5000),
+        ("mbpp", "Here\x00 it is:\n```python\ndef remove_Occ(s, ch):\n    return s\n```"),  # NUL in the prose
+        ("mbpp", "def remove_Occ(s, ch):\n    return s\x00"),
+    ],
+    ids=["humaneval-nul-byte", "humaneval-too-deep", "mbpp-nul-in-prose", "mbpp-nul-byte"],
+)
+def test_a_completion_the_parser_chokes_on_is_the_programs_fail_never_a_verifier_error(
+    mbpp, humaneval, domain_name, completion
+):
+    domain = {"mbpp": mbpp, "humaneval": humaneval}[domain_name]
+    problem = mbpp_problem(mbpp, 11) if domain_name == "mbpp" else humaneval.load("test", limit=1)[0]
+    v = domain.check(problem, completion)
+    assert v.status == "fail" and not v.passed, v

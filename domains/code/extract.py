@@ -59,11 +59,17 @@ def extract_code(completion: str, *, fence_open: bool = False, entry_point: str 
     return python[0]
 
 
+# What ast.parse raises for text that is not a Python module: a syntax error, a NUL byte (ValueError),
+# nesting too deep for the parser (RecursionError, MemoryError). A completion's text is never a checker
+# crash: whatever it holds is the program's fail, judged when it runs.
+_UNPARSEABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+
+
 def _is_prose(text: str) -> bool:
     """Text that is not Python (a chat model's "Here is the function:" before its fenced block)."""
     try:
         ast.parse(textwrap.dedent(text))
-    except SyntaxError:
+    except _UNPARSEABLE:
         return True
     return False
 
@@ -71,7 +77,7 @@ def _is_prose(text: str) -> bool:
 def _defines_function(code: str, name: str) -> bool:
     try:
         tree = ast.parse(code)
-    except SyntaxError:  # a broken full function still counts as one (its error is the feedback)
+    except _UNPARSEABLE:  # a broken full function still counts as one (its error is the feedback)
         return re.search(rf"^def\s+{re.escape(name)}\s*\(", code, re.M) is not None
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
 
