@@ -65,6 +65,7 @@ class Verdict:
     score: float
     feedback: str = ""
     reason: str | None = None  # why a fail failed, when a domain can say it in a word: no_answer
+    flags: str | None = None  # what the program reached for that a harness runs on (code: domains.code.flags)
 
     def __post_init__(self) -> None:
         if self.status not in VERDICT_STATUSES:

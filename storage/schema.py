@@ -63,6 +63,8 @@ class VerdictLike(Protocol):
     def feedback(self) -> str | None: ...
     @property
     def reason(self) -> str | None: ...
+    @property
+    def flags(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +106,7 @@ class Attempt:
     reject_reason: str | None = None
     created_at: datetime
     fail_reason: str | None = None  # the verdict's kind of fail (no_answer); columns added later go last
+    flags: str | None = None  # suspicion flags of the verdict (code: frames, gc, builtins, exit, fds, ...)
 
     def with_verdict(self, verdict: VerdictLike) -> Attempt:
         return replace(
@@ -113,6 +116,7 @@ class Attempt:
             score=verdict.score,
             feedback=verdict.feedback,
             fail_reason=verdict.reason,
+            flags=verdict.flags,
         )
 
     def decided(self, reject_reason: str | None) -> Attempt:

@@ -102,6 +102,7 @@ ATTEMPTS_AS_DECLARED = pa.schema(
         ("reject_reason", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("fail_reason", pa.string()),  # added after the first runs: last, so older files read it as NULL
+        ("flags", pa.string()),  # added after fail_reason, for the same reason
     ]
 )
 

@@ -35,6 +35,8 @@ Modules, in the order a check goes through them:
 - `harness`: the program itself; it runs in the sandbox and is shipped there as text;
 - `verdicts`: the harness's report turned into a `Verdict`;
 - `checker`: `_CodeDomain`, the sandbox, batched `check_many` and the verdict cache;
+- `flags`: what a program reaches for that the harness runs on (frames, gc, builtins, ...), recorded
+  per attempt as `attempts.flags`, pass or fail;
 - `data`: reading the problem files;
 - `mbpp`, `humaneval`: the two domains (data, splits, prompts).
 """

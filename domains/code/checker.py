@@ -29,7 +29,7 @@ import os
 import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from cachetools import LRUCache
 
 from domains import DomainError, data_root
 from domains.base import BaseDomain, Problem, Verdict, file_sha256, stable_hash
+from domains.code.flags import code_flags
 from domains.code.specs import HARNESS_MODULE, HarnessSpec, harness_call, harness_prelude, harness_program
 from domains.code.verdicts import verdict_from_run
 from domains.data import looks_like_path
@@ -194,6 +195,7 @@ class _CodeDomain(BaseDomain):
                         v = verdict_from_run(spec, nonce, r, self.limits.timeout_s)
                     except Exception as exc:
                         v = Verdict.crashed(exc)
+                    v = replace(v, flags=code_flags(plans[key][0]))  # pass or fail: suspicion is recorded
                     # not verifier errors: infrastructure failures are worth retrying (and cache_size=0:
                     # no cache, for LRUCache refuses an entry larger than its maxsize)
                     if v.status != "error" and self._cache_size > 0:
