@@ -44,6 +44,11 @@ from domains.data import looks_like_path
 from sandbox import ExecResult, Limits, Program, Sandbox
 
 
+def _joined(*flags: str | None) -> str | None:
+    """Flag lists (comma-separated) as one sorted list; None when all are empty."""
+    return ",".join(sorted({f for fs in flags if fs for f in fs.split(",")})) or None
+
+
 class _CodeDomain(BaseDomain):
     """Sandbox, verdict cache and batched checking shared by MBPP and HumanEval."""
 
@@ -195,7 +200,7 @@ class _CodeDomain(BaseDomain):
                         v = verdict_from_run(spec, nonce, r, self.limits.timeout_s)
                     except Exception as exc:
                         v = Verdict.crashed(exc)
-                    v = replace(v, flags=code_flags(plans[key][0]))  # pass or fail: suspicion is recorded
+                    v = replace(v, flags=_joined(v.flags, code_flags(plans[key][0])))  # pass or fail: recorded
                     # not verifier errors: infrastructure failures are worth retrying (and cache_size=0:
                     # no cache, for LRUCache refuses an entry larger than its maxsize)
                     if v.status != "error" and self._cache_size > 0:

@@ -2,7 +2,8 @@
 
 For the spec `mbpp_spec(["assert add(1, 2) == 3", "assert add(0, 0) == 0"])` and a solution
 `return a - b`, the sandbox's stdout (lines of other nonces, e.g. forged by the solution, are
-ignored; the solution's own prints went to /dev/null)
+ignored; the solution's own prints went to /dev/null; the grammar is read strictly, see
+`_parse_report`)
 
     5f2c... {"k": "start", "n": 2}
     5f2c... {"k": "loaded"}
@@ -44,10 +45,19 @@ class _Report:
 
 
 class HarnessOutputError(ValueError):
-    pass
+    """The harness's own output is not what it writes: the verifier failed (an ERROR verdict)."""
+
+
+class ChannelTampered(ValueError):
+    """Lines on the report channel the harness did not write: the program wrote them (its fail)."""
 
 
 def _parse_report(stdout: str, nonce: str, n_steps: int) -> _Report:
+    """The report, read strictly. The harness writes exactly: `start n`, then `load` (an error) and `end`,
+    or `loaded`, one `t` line per step in step order, and `end`; a run cut short (timeout, exit) stops
+    anywhere. Before `start` nothing of the program has run, so a bad line there is the verifier's
+    (HarnessOutputError). After it, a line that breaks the grammar (unparseable, repeated, out of order, a
+    field of the wrong type, anything after `end`) can only come from the program: ChannelTampered."""
     rep = _Report()
     prefix = nonce + " "
     for line in stdout.splitlines():
@@ -55,25 +65,46 @@ def _parse_report(stdout: str, nonce: str, n_steps: int) -> _Report:
             continue
         try:
             msg = json.loads(line[len(prefix) :])
-            kind = msg["k"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            kind = msg["k"] if isinstance(msg, dict) else None
+        except (json.JSONDecodeError, KeyError) as exc:
+            if rep.started:
+                raise ChannelTampered(f"unparseable line {line[:120]!r}") from exc
             raise HarnessOutputError(f"unparseable harness line {line[:200]!r}") from exc
-        if kind == "start":
-            if msg.get("n") != n_steps:
-                raise HarnessOutputError(f"harness announced {msg.get('n')} tests, expected {n_steps}")
+        if not rep.started:
+            if kind != "start" or msg.get("n") != n_steps:
+                raise HarnessOutputError(
+                    f"harness began with {line[:200]!r}, expected a start line for {n_steps} tests"
+                )
             rep.started = True
-        elif kind == "load":
-            rep.load_error = str(msg.get("err", ""))
-        elif kind == "loaded":
-            rep.loaded = True
-        elif kind == "t":
-            i = msg.get("i")
-            if not isinstance(i, int) or not 0 <= i < n_steps:
-                raise HarnessOutputError(f"harness reported unknown test index {i!r}")
-            rep.results[i] = msg
-        elif kind == "end":
-            rep.ended = True
+        else:
+            _take(rep, kind, msg, n_steps)
     return rep
+
+
+def _take(rep: _Report, kind: Any, msg: dict[str, Any], n_steps: int) -> None:
+    """One line after `start`, in the harness's grammar, or ChannelTampered naming what broke it."""
+    if rep.ended:
+        raise ChannelTampered(f"a {kind!r} line after the report's end")
+    if kind == "load" and not rep.loaded and not rep.load_error and isinstance(msg.get("err"), str):
+        rep.load_error = msg["err"]
+    elif kind == "loaded" and not rep.loaded and not rep.load_error:
+        rep.loaded = True
+    elif kind == "t" and rep.loaded and msg.get("i") == len(rep.results) < n_steps and _well_typed(msg):
+        rep.results[msg["i"]] = msg
+    elif kind == "end" and (rep.load_error or len(rep.results) == n_steps):
+        rep.ended = True
+    else:
+        raise ChannelTampered(f"a {kind!r} line out of place (test results so far: {len(rep.results)} of {n_steps})")
+
+
+def _well_typed(msg: dict[str, Any]) -> bool:
+    return (
+        type(msg.get("i")) is int
+        and isinstance(msg.get("ok"), bool)
+        and isinstance(msg.get("err", ""), str)
+        and isinstance(msg.get("got", ""), str)
+        and set(msg) <= {"k", "i", "ok", "err", "got"}
+    )
 
 
 def _trim(text: str, n: int = FEEDBACK_CHARS) -> str:
@@ -106,6 +137,10 @@ def verdict_from_run(spec: HarnessSpec, nonce: str, r: ExecResult, timeout_s: fl
         rep = _parse_report(r.stdout, nonce, len(spec.steps))
     except HarnessOutputError as exc:
         return Verdict.error(str(exc))
+    except ChannelTampered as exc:  # the program wrote on the harness's channel: its own fail, flagged
+        return Verdict(
+            "fail", False, 0.0, f"The program tampered with the test harness's report: {exc}", flags="channel"
+        )
     if not rep.started:
         return Verdict.error(
             f"harness produced no output (sandbox status {r.status}, code {r.returncode}): {_trim(r.stderr, 300)}"
