@@ -24,7 +24,8 @@ from domains.base import BaseDomain, Problem, Verdict
 from domains.pi import PrivilegedInfo, pi_section
 
 # A chat model is told the answer format (a base model learns it from the plain prompt's "Answer:" and
-# its training); `####` is what the checker reads first, and SmolLM2-135M-Instruct follows it (see README).
+# its training). `####` is what the checker reads first; SmolLM2-135M-Instruct ignores it and writes
+# "The answer is: 50", which the checker reads too (benchmarks/smollm2_baseline.py, README).
 CHAT_ANSWER_FORMAT = "Solve it step by step. End with the final answer on its own line as '#### <number>'."
 
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?|-?\$?\s*\.\d+")
