@@ -327,16 +327,47 @@ def _clean_workdir(cfg):
 
 
 def _rmtree(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        try:
-            os.chmod(path, 0o700)
-        except OSError:
-            pass
-        for entry in os.scandir(path):
-            _rmtree(entry.path)
-        os.rmdir(path)
-    else:
+    """Delete `path` and everything below it, however deep: one directory fd at a time, descending by
+    name and climbing back by "..", so neither Python's recursion limit, nor PATH_MAX, nor the fd limit
+    bounds it. A program that built a tree 3,000 directories deep made the recursive version fail, and
+    its cleanup became a sandbox error instead of the program's own result."""
+    if not os.path.isdir(path) or os.path.islink(path):
         os.unlink(path)
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    _owner_may_enter(path)
+    fd, names = os.open(path, flags), []  # names: the way down, below `path`
+    while True:
+        down = None
+        with os.scandir(fd) as entries:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    down = e.name
+                    break
+                os.unlink(e.name, dir_fd=fd)
+        if down is not None:
+            _owner_may_enter(down, fd)
+            child = os.open(down, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            names.append(down)
+            continue
+        if not names:  # `path` itself is empty now
+            os.close(fd)
+            os.rmdir(path)
+            return
+        parent = os.open("..", flags, dir_fd=fd)
+        os.close(fd)
+        os.rmdir(names.pop(), dir_fd=parent)
+        fd = parent
+
+
+def _owner_may_enter(name, dir_fd=None):
+    """A directory the program made unreadable to itself (chmod 000) is opened after giving it back."""
+    try:
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+    except OSError:
+        pass
 
 
 class _Collector:

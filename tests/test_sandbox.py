@@ -535,3 +535,22 @@ def test_rlimits_mode_warns_when_programs_cannot_read_the_interpreter(tmp_path, 
         Sandbox(workers=1, isolation="rlimits").close()
     warned = any("cannot read" in r.getMessage() for r in caplog.records)
     assert warned == bool(os.geteuid() == 0 and hidden)
+
+
+# A program's damage to its own working directory is its own business: cleaning up after it never turns
+# into a sandbox error (a verifier error for the code domains), and the next program starts in an empty one.
+LEFTOVERS = {
+    "deep-tree": "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n    open('f', 'w').write('x')",
+    "locked-dirs": "import os\nos.makedirs('a/b/c')\nos.chmod('a/b/c', 0)\nos.chmod('a/b', 0)\nos.chmod('a', 0)",
+    "deep-and-locked": "import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\nos.chmod('.', 0)",
+    "symlink-out": "import os\nos.symlink('/usr', 'usr')\nos.symlink('.', 'loop')",
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("leftover", sorted(LEFTOVERS))
+def test_whatever_a_program_leaves_in_its_directory_is_cleaned_without_a_sandbox_error(leftover):
+    with Sandbox(Limits(timeout_s=20), workers=1, isolation="bwrap") as one:  # one worker: the same directory
+        r, after = one.run_many([LEFTOVERS[leftover], "import os; print(sorted(os.listdir('.')))"])
+    assert (r.status, r.sandbox_error) == ("ok", ""), r
+    assert (after.status, after.stdout, after.sandbox_error) == ("ok", "[]\n", "")
