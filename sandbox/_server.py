@@ -1,23 +1,44 @@
 """The fork-server that runs inside each sandbox worker (stdlib only, no imports from pidistill).
 
 The host starts it as `python -I -S -B -c <this file's source>` (inside bubblewrap when
-available) and talks to it over stdin/stdout with length-prefixed JSON frames (4-byte
-big-endian length, then UTF-8 JSON): first the host's configuration; after the
-server's `{"ready": true, ...}` hello, each request is a batch of programs, run one by one:
+available) and talks to it over stdin/stdout. A frame is a 4-byte big-endian length, then
+UTF-8 JSON. The host's first frame is the configuration; after the server's
+`{"ready": true, ...}` hello, the host streams programs, each a trusted header frame followed
+by `body_len` raw bytes that only the program's own child ever reads:
 
-    host -> server  {"batch": [{"code": "...", "timeout_s": 2.0, "memory_mb": 512, ...}, ...]}
-    server -> host  {"results": [{"status": "ok", "returncode": 0, "stdout": "...", ...}, ...]}
+    host -> server  {"kind": "code", "timeout_s": 2.0, "memory_mb": 512, ..., "body_len": N}  + N bytes of source
+                    {"kind": "call", "function": "harness.run", ..., "body_len": N}  + N bytes of JSON kwargs
+    server -> host  {"started": true}                      once the program's first byte is about to run
+                    {"status": "ok", "returncode": 0, "out_len": A, "err_len": B, "program_ran": true, ...}
+                    + A bytes of stdout + B bytes of stderr
 
-For each request the server forks a child that drops privileges (new session, rlimits,
-throw-away uid when the server holds CAP_SETUID, private working directory, clean
-environment) and then `exec`s the program inside the already-warm interpreter: no fresh
-interpreter start per program. The server is a child subreaper, so every process a program
-leaves behind (daemons included) is re-parented to it and killed before the result is sent.
+One result per program, sent as soon as it finishes. A result with `"exit": true` is the server's
+last: it could not go on safely (a child died before reading its whole body, so the stream is out
+of sync; the program's files could not be removed; the server itself failed) and exits; the host
+starts a fresh worker for the remaining programs.
+
+Clean process per program. For each header the server forks a child; the child reads its body
+straight from the protocol pipe, closes every fd but 0 (/dev/null), 1, 2 (its output pipes) and
+3 (its status pipe), enters a fresh IPC namespace (SysV shm, semaphores, message queues and POSIX
+message queues of one program die with it), drops privileges (new session, rlimits, throw-away uid
+when the server holds CAP_SETUID, private working directory, clean environment), writes `R` on fd 3
+and only then decodes and runs the program inside the already-warm interpreter. The server never
+holds a program's source, arguments or output in its own memory: it reads headers only, and moves
+each child's stdout/stderr from the pipes into memfds (`splice`) and from there to the host
+(`sendfile`), closing them before the next fork. So a child's address space (inherited from the
+server at fork) contains nothing of any other program of the batch, before or after it.
+
+Status pipe: no `R` means the sandbox failed to set the child up (our error). After `R` the pipe
+belongs to the program: `M` right after it means it died of MemoryError; anything else is ignored.
+The server is a child subreaper, so every process a program leaves behind (daemons included) is
+re-parented to it and killed before the result is sent; the working directory and /dev/shm are
+then emptied (if that fails, the result says so in `damage` and the worker is replaced).
 """
 
 import atexit
 import builtins
 import ctypes
+import fcntl
 import json
 import linecache
 import os
@@ -31,26 +52,33 @@ import traceback
 import types
 
 # Status bytes the child writes on its private status pipe (fd 3).
+_ST_READY = b"R"  # setup is done: every later byte (and any failure) is the program's
 _ST_MEMORY = b"M"  # the program died of MemoryError
 _ST_SETUP = b"S"  # the sandbox could not set the child up: an infrastructure failure
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
+_CLONE_NEWIPC = 0x08000000
+_SYS_CLOSE_RANGE = 436  # the same number on x86_64 and aarch64 (the generic table)
+_PROTO_FD_MIN = 10  # the host protocol pipes are moved here, clear of the child's fds 0-3
+_SETUP_ERROR_MAX = 500
 
 
 # ----------------------------------------------------------------------------- framing
 
 
 def _read_exact(fd, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, n - len(buf))
+    parts, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
         if not chunk:
             return None
-        buf += chunk
-    return bytes(buf)
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 def _recv(fd):
@@ -68,10 +96,23 @@ def _send(fd, obj):
         data = data[os.write(fd, data) :]
 
 
+def _send_file(dst, src, n):
+    """Copy the first `n` bytes of file `src` (a memfd) to `dst` in the kernel, never through our memory."""
+    off = 0
+    while off < n:
+        sent = os.sendfile(dst, src, off, n - off)
+        if sent <= 0:
+            raise OSError(f"memfd shorter than expected ({off} of {n} bytes)")
+        off += sent
+
+
 # ----------------------------------------------------------------------------- libc helpers
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall  # resolved once here: a child only calls it
+_syscall.restype = ctypes.c_long
+_HAS_CLOSE_RANGE = os.uname().machine in ("x86_64", "aarch64")
 
 
 def _prctl(option, arg):
@@ -82,12 +123,24 @@ def _unshare(flags):
     return _libc.unshare(ctypes.c_int(flags)) == 0
 
 
+def _close_fds_from(low):
+    """Close every fd >= `low`, however high (close_range; the /proc listing where it is missing)."""
+    if (
+        _HAS_CLOSE_RANGE
+        and _syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(low), ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(0)) == 0
+    ):
+        return
+    fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    os.closerange(low, max(fds) + 1)
+
+
 # ----------------------------------------------------------------------------- child side
 
 
 def _child_plan(req):
-    """What the child needs, prepared by the server before the fork. Whatever the child computes
-    itself it computes on copy-on-write memory, where each object touched costs a page fault."""
+    """What the child needs, prepared by the server before the fork from the trusted header alone
+    (never from the program's body). Whatever the child computes itself it computes on
+    copy-on-write memory, where each object touched costs a page fault."""
     mem = int(req["memory_mb"]) * 1024 * 1024
     cpu = int(req["timeout_s"]) + 2  # wall-clock timeout is the real limit; this is a backstop
     files = int(req["max_file_mb"]) * 1024 * 1024
@@ -103,31 +156,44 @@ def _child_plan(req):
         limits.append((resource.RLIMIT_NPROC, (int(req["nproc"]),) * 2))
     main = types.ModuleType("__main__")  # a fresh __main__ per program
     main.__dict__["__builtins__"] = builtins
-    if "call" in req:
-        module, _, name = req["call"].rpartition(".")
+    body_len = int(req["body_len"])
+    if body_len < 0:
+        raise ValueError(f"negative body_len {body_len}")
+    if req["kind"] == "call":
+        module, _, name = req["function"].rpartition(".")
         target = getattr(sys.modules.get(module), name, None)  # trusted prelude code: resolved here
-        run = (target, req["kwargs"], module)
+        run = (target, module)
+    elif req["kind"] == "code":
+        run = (None, None)
     else:
-        source = req["code"]
-        # Let tracebacks show the program's source lines.
-        linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
-        run = (None, source, None)
-    return limits, main, run
+        raise ValueError(f"unknown program kind {req['kind']!r}")
+    return limits, main, run, body_len
 
 
-def _setup_child(limits, out_w, err_w, st_w):
-    os.dup2(st_w, 3)  # first: a setup failure is reported there
+def _new_namespaces():
+    """A fresh IPC namespace (and, in the fallback mode, network namespace) for this program alone.
+    Root unshares directly (the server holds CAP_SYS_ADMIN for it); without root a user namespace
+    is needed first. The network namespace is best effort (the isolation label says whether it
+    works here); the IPC namespace is not: without it the program does not run."""
+    flags = _CLONE_NEWIPC | (_CLONE_NEWNET if _UNSHARE_NET else 0)
+    if _unshare(flags) or (_UID is None and _unshare(_CLONE_NEWUSER | flags)):
+        return
+    if flags != _CLONE_NEWIPC and (
+        _unshare(_CLONE_NEWIPC) or (_UID is None and _unshare(_CLONE_NEWUSER | _CLONE_NEWIPC))
+    ):
+        return
+    err = ctypes.get_errno()
+    raise OSError(err, f"cannot give the program a private IPC namespace: {os.strerror(err)}")
+
+
+def _setup_child(limits, rfd, body_len, out_w, err_w, st_w):
+    """Everything before the program's first byte; returns its body, read from the host's pipe."""
+    os.dup2(st_w, 3)  # first: a setup failure is reported there (3 held /dev/null, see _prepare_stdio)
     os.setsid()  # own session + process group: a timeout kills the whole group
     # stdin is already /dev/null (see _prepare_stdio); sys.std* wrap fds 0-2 with empty buffers.
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
-    # Close everything else, above all the server's protocol pipes to the host.
-    os.closerange(4, 1 << 16)
-    if _UNSHARE_NET:
-        # Fallback mode without bubblewrap: best-effort private network namespace (the
-        # isolation label says whether it is permitted here). Root can do it directly; others
-        # need a user namespace first.
-        _unshare(_CLONE_NEWNET) or _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+    _new_namespaces()
     for res, pair in limits:
         try:
             resource.setrlimit(res, pair)
@@ -139,6 +205,12 @@ def _setup_child(limits, out_w, err_w, st_w):
         os.setuid(_UID)  # from root to non-root: all capabilities are gone after this
     os.chdir(_WORKDIR)
     os.umask(0o077)
+    body = _read_exact(rfd, body_len)
+    if body is None:
+        raise EOFError(f"the host's request ended before its {body_len}-byte body")
+    # Everything else goes, above all the server's protocol pipes to the host and its memfds.
+    _close_fds_from(4)
+    return body
 
 
 def _flush():
@@ -157,20 +229,27 @@ def _print_exc(exc):
     traceback.print_exception(type(exc), exc, tb)
 
 
-def _run_program(main, run):
+def _run_program(main, run, body):
     """Run the program: source code as the __main__ module, or a call of a function of a module
-    already loaded (prelude or preload). Returns the exit code a `python prog.py` would."""
+    already loaded (prelude or preload) with the JSON arguments of its body. Returns the exit code
+    a `python prog.py` would."""
     sys.modules["__main__"] = main
-    target, arg, module = run
+    target, module = run
     try:
         if module is not None:
+            kwargs = json.loads(body)
+            del body
             if target is None:
                 raise ModuleNotFoundError(
                     f"Call: {module!r} is not a prelude or preloaded module of this sandbox, or lacks the function"
                 )
-            target(**arg)
+            target(**kwargs)
         else:
-            exec(compile(arg, "<program>", "exec", dont_inherit=True), main.__dict__)
+            source = body.decode("utf-8", "surrogatepass")
+            del body
+            # Let tracebacks show the program's source lines.
+            linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
+            exec(compile(source, "<program>", "exec", dont_inherit=True), main.__dict__)
         rc = 0
     except SystemExit as exc:
         if exc.code is None:
@@ -182,7 +261,10 @@ def _run_program(main, run):
             rc = 1
     except MemoryError as exc:
         _print_exc(exc)
-        os.write(3, _ST_MEMORY)
+        try:
+            os.write(3, _ST_MEMORY)
+        except OSError:
+            pass
         rc = 1
     except BaseException as exc:
         _print_exc(exc)
@@ -196,18 +278,19 @@ def _run_program(main, run):
     return rc
 
 
-def _child_main(plan, out_w, err_w, st_w):
-    limits, main, run = plan
+def _child_main(plan, rfd, out_w, err_w, st_w):
+    limits, main, run, body_len = plan
     try:
-        _setup_child(limits, out_w, err_w, st_w)
+        body = _setup_child(limits, rfd, body_len, out_w, err_w, st_w)
+        os.write(3, _ST_READY)  # the last thing before the program: from here on, all is the program's
     except BaseException as exc:
         try:
-            os.write(3, _ST_SETUP + f"{type(exc).__name__}: {exc}".encode()[:500])
+            os.write(3, _ST_SETUP + f"{type(exc).__name__}: {exc}".encode()[:_SETUP_ERROR_MAX])
         finally:
             os._exit(125)
     rc = 1
     try:
-        rc = _run_program(main, run)
+        rc = _run_program(main, run, body)
     finally:
         _flush()
         os._exit(rc)
@@ -288,25 +371,28 @@ def _make_workdir():
 
 
 def _clean_workdir(cfg):
-    """Remove everything the program wrote. Cheap when it wrote nothing (the common case);
-    otherwise done by a child running as the program's uid, since the server has no
-    DAC-override capability to descend into the program's private directories."""
-    base, workdir, uid = cfg["workdir_base"], _WORKDIR, _UID
+    """Remove everything the program wrote: its directory, and in bubblewrap mode the worker's
+    /dev/shm. Cheap when it wrote nothing (the common case); otherwise done by a child running as
+    the program's uid, since the server has no DAC-override capability to descend into the
+    program's private directories."""
+    base, workdir, uid, shm = cfg["workdir_base"], _WORKDIR, _UID, cfg.get("shm_dir")
     try:
         os.rmdir(workdir)
-        return
+        # Without root the program shares the server's uid and could have written next to its
+        # directory; with root it cannot (the base is the server's, mode 0755).
+        if (uid is not None or not os.listdir(base)) and not (shm and os.listdir(shm)):
+            return
     except OSError:
         pass
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
+            _close_fds_from(3)  # nothing of the server's for a process of the program's uid
             if uid is not None:
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)
-            # Everything in the base, not just workdir: without bwrap and root the program
-            # shares the server's uid and could have written next to its directory.
             for entry in os.listdir(base):
                 if os.path.join(base, entry) == workdir:
                     os.chmod(workdir, 0o700)
@@ -314,6 +400,8 @@ def _clean_workdir(cfg):
                         _rmtree(os.path.join(workdir, sub))
                 else:
                     _rmtree(os.path.join(base, entry))
+            for entry in os.listdir(shm) if shm else ():
+                _rmtree(os.path.join(shm, entry))
         except BaseException:
             code = 1
         os._exit(code)
@@ -322,8 +410,9 @@ def _clean_workdir(cfg):
         os.rmdir(workdir)
     except FileNotFoundError:
         pass
-    if os.listdir(base):
-        raise RuntimeError(f"could not clean sandbox working directory {base}: {os.listdir(base)[:5]}")
+    left = os.listdir(base) + (os.listdir(shm) if shm else [])
+    if left:
+        raise RuntimeError(f"could not clean the program's files: {left[:5]}")
 
 
 def _rmtree(path):
@@ -371,29 +460,45 @@ def _owner_may_enter(name, dir_fd=None):
 
 
 class _Collector:
-    """Reads a child's stdout/stderr/status pipes, keeping at most `limit` bytes per stream."""
+    """Moves a child's stdout/stderr from their pipes into memfds in the kernel (`splice`: the bytes
+    never enter this process's memory), at most `limit` bytes each (one more marks an overflow),
+    and reads the few status bytes the server needs from the status pipe (`R`, `M`, or `S` and a
+    setup error); further status bytes are discarded unread."""
 
-    def __init__(self, out_r, err_r, st_r, limit):
-        self.out_r, self.err_r, self.st_r = out_r, err_r, st_r
-        self.bufs = {out_r: bytearray(), err_r: bytearray(), st_r: bytearray()}
+    def __init__(self, out_r, err_r, st_r, out_m, err_m, limit):
+        self.st_r = st_r
+        self.sinks = {out_r: out_m, err_r: err_m}
+        self.counts = {out_r: 0, err_r: 0}
+        self.status = b""
         self.open = [out_r, err_r, st_r]
         self.limit = limit
         self.overflow = False
 
     def read(self, fd):
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return
-        if not chunk:
+        if fd == self.st_r:
+            n = self._read_status()
+        elif self.counts[fd] > self.limit:
+            n = os.splice(fd, _DEVNULL, 1 << 16)  # only reached while closing down after an overflow
+        else:
+            n = os.splice(fd, self.sinks[fd], self.limit + 1 - self.counts[fd])
+            self.counts[fd] += n
+            if self.counts[fd] > self.limit:
+                self.overflow = True
+        if not n:
             self.open.remove(fd)
             os.close(fd)
-            return
-        buf = self.bufs[fd]
-        room = (1024 if fd == self.st_r else self.limit) - len(buf)
-        buf += chunk[: max(room, 0)]
-        if len(chunk) > room and fd != self.st_r:
-            self.overflow = True
+
+    def _read_status(self):
+        keep = 2 if self.status[:1] == _ST_READY else 1 + _SETUP_ERROR_MAX
+        if len(self.status) >= keep:
+            return os.splice(self.st_r, _DEVNULL, 1 << 16)
+        chunk = os.read(self.st_r, keep - len(self.status))
+        self.status += chunk
+        return len(chunk)
+
+    @property
+    def started(self):
+        return self.status[:1] == _ST_READY
 
     def pump(self, timeout):
         """Read what is ready within `timeout` seconds; False once every pipe hit EOF."""
@@ -410,37 +515,44 @@ class _Collector:
         self.open = []
 
 
-def _execute(req, cfg):
+def _execute(req, cfg, rfd, wfd):
+    """Run one program; returns its result header and the memfds holding its stdout and stderr."""
     plan = _child_plan(req)  # first: a malformed request fails before anything is created
     timeout_s, max_output = float(req["timeout_s"]), int(req["max_output_bytes"])
     _make_workdir()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
+    out_m, err_m = os.memfd_create("stdout", os.MFD_CLOEXEC), os.memfd_create("stderr", os.MFD_CLOEXEC)
     # Prepared before the fork too: whatever the server first writes after it (while the child
     # still maps the same pages) costs a copy-on-write fault.
-    io_ = _Collector(out_r, err_r, st_r, max_output)
-    killed_for = None  # None | "timeout" | "output"
+    io_ = _Collector(out_r, err_r, st_r, out_m, err_m, max_output)
+    killed_for = None  # None | "timeout" | "output" | "setup"
+    announced = False
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child_main(plan, out_w, err_w, st_w)
+        _child_main(plan, rfd, out_w, err_w, st_w)
     os.close(out_w)
     os.close(err_w)
     os.close(st_w)
     pidfd = os.pidfd_open(pid)
-    deadline = t0 + timeout_s
+    deadline = t0 + timeout_s  # for the setup first, then for the program from its `R` on
     # Until the main child exits, the deadline passes, or it floods its output.
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            killed_for = "timeout"
+            killed_for = "timeout" if io_.started else "setup"
             break
         ready, _, _ = select.select(io_.open + [pidfd], [], [], remaining)
         if pidfd in ready:
             break
         for fd in ready:
             io_.read(fd)
+        if io_.started and not announced:
+            announced = True
+            deadline = time.monotonic() + timeout_s
+            _send(wfd, {"started": True})  # the host now knows a failure from here on is the program's
         if io_.overflow:
             killed_for = "output"
             break
@@ -459,23 +571,26 @@ def _execute(req, cfg):
     while io_.pump(end - time.monotonic()) and time.monotonic() < end:
         pass
     io_.close()
-    _clean_workdir(cfg)
+    damage = ""
+    try:
+        _clean_workdir(cfg)
+    except Exception as exc:  # the program's doing: its result says so, and this worker is replaced
+        damage = f"left files the sandbox could not remove ({type(exc).__name__}: {exc})"
     if io_.overflow and killed_for is None:
         killed_for = "output"
-    return _result(
-        wait_status, killed_for, bytes(io_.bufs[st_r]), io_.bufs[out_r], io_.bufs[err_r], duration, leftovers
-    )
-
-
-def _execute_safely(req, cfg):
-    try:
-        return _execute(req, cfg)
-    except Exception as exc:
-        return {
-            "status": "error",
-            "stderr": traceback.format_exc()[-2000:],
-            "sandbox_error": f"server failure: {type(exc).__name__}: {exc}",
-        }
+    out_len, err_len = min(io_.counts[out_r], max_output), min(io_.counts[err_r], max_output)
+    if killed_for == "output":
+        note = b"\n[sandbox: output limit exceeded, program killed]"
+        os.pwrite(err_m, note, err_len)
+        err_len += len(note)
+    head = _result(wait_status, killed_for, io_.status, duration, leftovers)
+    head.update(out_len=out_len, err_len=err_len, damage=damage)
+    if damage or not io_.started:
+        # Files we cannot remove stay in this worker's tmpfs; a child that did not get to `R` may
+        # not have read all of its body, and then the request stream is out of sync. Either way
+        # this server stops after this result and the host starts a fresh worker.
+        head["exit"] = True
+    return head, out_m, err_m
 
 
 def _kill_group(pid):
@@ -486,22 +601,28 @@ def _kill_group(pid):
             pass
 
 
-def _result(wait_status, killed_for, status_bytes, out, err, duration, leftovers):
+def _result(wait_status, killed_for, status_bytes, duration, leftovers):
     sandbox_error = ""
     returncode = None
     if os.WIFEXITED(wait_status):
         returncode = os.WEXITSTATUS(wait_status)
     elif os.WIFSIGNALED(wait_status):
         returncode = -os.WTERMSIG(wait_status)
-    if status_bytes.startswith(_ST_SETUP):
+    program_ran = status_bytes[:1] == _ST_READY
+    if not program_ran:
         status = "error"
-        sandbox_error = "sandbox setup failed: " + status_bytes[1:].decode(errors="replace")
+        if status_bytes[:1] == _ST_SETUP:
+            why = status_bytes[1:].decode(errors="replace")
+        elif killed_for == "setup":
+            why = "timed out before the program could start"
+        else:
+            why = f"the child ended before the program started (wait status {wait_status})"
+        sandbox_error = "sandbox setup failed: " + why
     elif killed_for == "timeout" or returncode == -signal.SIGXCPU:
         status = "timeout"
     elif killed_for == "output":
         status = "killed"
-        err += b"\n[sandbox: output limit exceeded, program killed]"
-    elif status_bytes.startswith(_ST_MEMORY):
+    elif status_bytes[1:2] == _ST_MEMORY:
         status = "memory"
     elif returncode is not None and returncode < 0:
         status = "killed"
@@ -512,33 +633,47 @@ def _result(wait_status, killed_for, status_bytes, out, err, duration, leftovers
     return {
         "status": status,
         "returncode": returncode,
-        "stdout": out.decode("utf-8", errors="replace"),
-        "stderr": err.decode("utf-8", errors="replace"),
         "duration_s": duration,
         "truncated": killed_for == "output",
         "leftover_processes": leftovers,
         "sandbox_error": sandbox_error,
+        "program_ran": program_ran,
     }
 
 
-def _probe_unshare_net():
-    """Whether a child may unshare its network namespace here (fallback mode only)."""
+def _probe_namespaces():
+    """Whether a child may unshare its IPC namespace here (required: the worker does not start
+    without it) and, in fallback mode, its network namespace (best effort; returned)."""
+    netns_before = os.stat("/proc/self/ns/net").st_ino
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if (_unshare(_CLONE_NEWNET) or _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)) else 1)
+        code = 2
+        try:
+            _new_namespaces()
+            code = 0 if os.stat("/proc/self/ns/net").st_ino != netns_before else 1
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 2
+    if code == 2:
+        raise SystemExit("sandbox server: cannot give programs a private IPC namespace here")
+    return code == 0
 
 
 def _prepare_stdio():
-    """Move the host protocol off fds 0/1 and set up, once, what every child inherits: fds 0-2
-    wrapped by fresh sys.std* objects (the server never writes through them, so their buffers
-    stay empty), stdin on /dev/null, and the program's environment."""
-    proto_in, proto_out = os.dup(0), os.dup(1)
+    """Move the host protocol off fds 0/1 (to fds >= 10) and set up, once, what every child
+    inherits: fds 0-2 wrapped by fresh sys.std* objects (the server never writes through them, so
+    their buffers stay empty), stdin on /dev/null, fd 3 held by /dev/null (so that no pipe of the
+    server lands on 3 and the child's dup2 onto 3 clobbers nothing it needs), and the program's
+    environment."""
+    proto_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, _PROTO_FD_MIN)
+    proto_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, _PROTO_FD_MIN)
     devnull = os.open("/dev/null", os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)  # a stray print in the server must not corrupt the protocol
-    os.close(devnull)
+    for fd in (0, 1, 3):
+        if devnull != fd:
+            os.dup2(devnull, fd, inheritable=fd != 3)  # a stray print in the server must not corrupt the protocol
+    if devnull > 3:
+        os.close(devnull)
     import io
 
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
@@ -596,10 +731,34 @@ def _load_prelude(modules):
 _UID = None  # the throw-away uid programs run as (when the server may switch uids)
 _WORKDIR = ""
 _UNSHARE_NET = False
+_DEVNULL = -1  # where surplus status and output bytes are spliced to, unread
+
+
+def _serve_one(req, cfg, rfd, wfd):
+    """Run one program and send its result; False when the server must stop after it."""
+    out_m = err_m = -1
+    try:
+        head, out_m, err_m = _execute(req, cfg, rfd, wfd)
+    except Exception as exc:  # our bug or a broken environment: the host retries on a fresh worker
+        head = {
+            "status": "error",
+            "sandbox_error": f"server failure: {type(exc).__name__}: {exc}",
+            "exit": True,  # the program's body may be unread: the stream is out of sync
+            "server_trace": traceback.format_exc()[-2000:],
+        }
+    try:
+        _send(wfd, head)
+        _send_file(wfd, out_m, head.get("out_len", 0))
+        _send_file(wfd, err_m, head.get("err_len", 0))
+    finally:
+        for fd in (out_m, err_m):  # gone before the next fork
+            if fd >= 0:
+                os.close(fd)
+    return not head.get("exit")
 
 
 def main():
-    global _UID, _WORKDIR, _UNSHARE_NET
+    global _UID, _WORKDIR, _UNSHARE_NET, _DEVNULL
     cfg = _recv(0)  # the host's first frame
     if cfg is None:
         raise SystemExit("sandbox server: no configuration on stdin")
@@ -609,14 +768,17 @@ def main():
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
         raise SystemExit("sandbox server: PR_SET_CHILD_SUBREAPER failed")
+    # Defence in depth where programs share our uid (no root): no /proc/<server>/mem or fd/ for them.
+    _prctl(_PR_SET_DUMPABLE, 0)
     for name in cfg.get("preload", []):  # warm imports every forked program gets for free
         try:
             __import__(name)
         except ImportError:
             pass
     os.makedirs(cfg["workdir_base"], exist_ok=True)
-    netns = bool(cfg.get("unshare_net")) and _probe_unshare_net()
+    netns = _probe_namespaces()
     rfd, wfd = _prepare_stdio()
+    _DEVNULL = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
     _load_prelude(cfg.get("prelude", {}))
     _warm_up()
     import gc
@@ -624,11 +786,18 @@ def main():
     gc.collect()
     gc.freeze()  # keep the collector off the inherited heap in children (fewer copy-on-write faults)
     _send(wfd, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "netns": netns})
-    while True:
-        req = _recv(rfd)
-        if req is None:  # host closed the pipe: shut down
-            return
-        _send(wfd, {"results": [_execute_safely(r, cfg) for r in req["batch"]]})
+    try:
+        while True:
+            req = _recv(rfd)  # a header only: the body stays in the pipe for the program's child
+            if req is None:  # host closed the pipe: shut down
+                return
+            try:
+                if not _serve_one(req, cfg, rfd, wfd):
+                    return
+            except OSError:  # the host is gone
+                return
+    finally:
+        _kill_leftovers(1.0)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ _uid_counter = itertools.count()
 _STARTUP_TIMEOUT_S = 30.0
 _GRACE_S = 10.0  # extra host-side wait beyond a batch's timeouts before declaring the worker hung
 _MAX_BATCH = 32  # programs per host<->worker round trip in run_many (bounded: tail latency)
+_WORKER_DIED_NOTE = "[sandbox: the worker died while this program ran]"
 
 
 class SandboxError(RuntimeError):
@@ -125,7 +126,12 @@ class ExecResult:
     status: ok (exit 0) | error (non-zero exit, e.g. an uncaught exception) | timeout |
     memory (MemoryError under the address-space limit) | killed (a signal, or the output limit).
     `isolation` names the mechanism that contained it ("bwrap", "rlimits+netns", "rlimits").
-    `sandbox_error` is non-empty only when the sandbox itself failed (not the program).
+    `sandbox_error` is non-empty only when the sandbox itself failed (not the program): it could
+    not set the program up, or its worker failed before the program started.
+    `program_ran`: the program's first byte ran (the sandbox set it up); whatever happened after
+    that is the program's doing: a worker it killed (twice) gives status "killed", not an error.
+    `damage`: non-empty when the program left something the sandbox could not undo (files it
+    could not remove); its status is what the program got, a verifier should fail it anyway.
     """
 
     status: ExecStatus
@@ -136,6 +142,8 @@ class ExecResult:
     isolation: str
     truncated: bool = False
     sandbox_error: str = ""
+    program_ran: bool = False
+    damage: str = ""
 
     @property
     def ok(self) -> bool:
@@ -190,7 +198,7 @@ def _unreadable_to_others(paths: Iterable[str]) -> list[str]:
 
 def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
     """bubblewrap command line: nothing of the host but /usr, /etc and the interpreter, read-only;
-    no network; private pid/ipc/uts namespaces; a size-capped private tmpfs."""
+    no network; private pid/ipc/uts namespaces; size-capped private tmpfs on /tmp and /dev/shm."""
     privileged = os.geteuid() == 0
     argv = [
         "bwrap",
@@ -224,6 +232,12 @@ def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(tmp_mb * 1024 * 1024),
+        "--tmpfs",
+        "/dev/shm",  # POSIX shared memory: capped, and emptied after every program
         "--size",
         str(tmp_mb * 1024 * 1024),
         "--tmpfs",
@@ -238,9 +252,10 @@ def _bwrap_argv(python: str, ro_paths: Iterable[str], tmp_mb: int) -> list[str]:
     if privileged:
         # Run as root without a user namespace (a userns would map the sandbox uid back to host
         # root, where RLIMIT_NPROC does not bind). Keep only what the fork-server needs to drop
-        # each program to a throw-away uid, kill its leftovers and hand it its directory.
+        # each program to a throw-away uid, kill its leftovers, hand it its directory and give it
+        # a fresh IPC namespace (CAP_SYS_ADMIN; the program loses it with the uid switch).
         argv += ["--cap-drop", "ALL"]
-        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN"):
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_SYS_ADMIN"):
             argv += ["--cap-add", cap]
     else:
         argv += ["--unshare-user", "--uid", "65534", "--gid", "65534"]
@@ -269,6 +284,43 @@ def _frame(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
+@dataclass
+class _Outcome:
+    """What one `_Worker.run` got: the results in order (maybe fewer than the requests); `error`
+    when the worker died or hung before the rest; `started` whether the program after the last
+    result had started (sent its "started") when that happened; `exited` when the worker said it
+    stops after its last result (the rest must run on a fresh worker)."""
+
+    results: list[dict] = field(default_factory=list)
+    error: str = ""
+    started: bool = False
+    exited: bool = False
+
+
+def _take_message(buf: bytearray) -> dict | None:
+    """Remove one complete message from the front of `buf` and return it (None: not complete yet).
+    A message is a JSON frame; a result's frame is followed by its stdout and stderr bytes."""
+    if len(buf) < 4:
+        return None
+    n = struct.unpack(">I", buf[:4])[0]
+    if len(buf) < 4 + n:
+        return None
+    head = json.loads(bytes(buf[4 : 4 + n]))
+    if not isinstance(head, dict):
+        raise ValueError(f"not a JSON object: {head!r:.100}")
+    out_len, err_len = int(head.get("out_len", 0)), int(head.get("err_len", 0))
+    if out_len < 0 or err_len < 0:
+        raise ValueError(f"negative lengths in {head!r:.200}")
+    end = 4 + n + out_len + err_len
+    if len(buf) < end:
+        return None
+    if "status" in head:
+        head["stdout"] = bytes(buf[4 + n : 4 + n + out_len]).decode("utf-8", errors="replace")
+        head["stderr"] = bytes(buf[4 + n + out_len : end]).decode("utf-8", errors="replace")
+    del buf[:end]
+    return head
+
+
 class _Worker:
     """One fork-server process and the framed pipe protocol to it. Used by one thread at a time."""
 
@@ -289,6 +341,7 @@ class _Worker:
         cfg: dict = {"uid": uid, "preload": list(preload), "prelude": prelude}
         if mode == "bwrap":
             cfg["workdir_base"] = "/tmp"
+            cfg["shm_dir"] = "/dev/shm"  # the container's own (see _bwrap_argv); the host's is not ours to empty
             argv = _bwrap_argv(python, ro_paths, tmp_mb)
         else:
             self.hostdir = tempfile.mkdtemp(prefix="pidistill-sandbox-")
@@ -324,11 +377,58 @@ class _Worker:
             raise
         self.isolation = "bwrap" if mode == "bwrap" else ("rlimits+netns" if hello.get("netns") else "rlimits")
 
-    def request(self, req: dict, timeout_s: float) -> dict:
-        """Send one frame and wait for the answer; _WorkerDied if the worker fails or hangs."""
+    def run(self, requests: list[bytes], timeout_s: float) -> _Outcome:
+        """Stream `requests` (each a header frame and its body) to the worker while reading its
+        results as they come (one select loop: the worker answers while it is still being fed, so
+        writing everything first could deadlock both sides on full pipes). Stops at the first
+        result after which the worker exits, or when it dies or does not finish in `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        self._write(_frame(json.dumps(req).encode()), deadline)
-        return self._recv(deadline)
+        data = memoryview(b"".join(requests))
+        buf = bytearray()
+        outcome = _Outcome()
+        try:
+            wfd, rfd = self.stdin.fileno(), self.stdout.fileno()
+        except ValueError as exc:  # closed
+            outcome.error = f"worker pipes closed: {exc}"
+            return outcome
+        writing = True
+        while len(outcome.results) < len(requests):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome.error = "worker did not answer in time"
+                return outcome
+            want_write = [wfd] if writing and data else []
+            try:
+                readable, writable, _ = select.select([rfd], want_write, [], remaining)
+                if writable:
+                    try:
+                        data = data[os.write(wfd, data[: 1 << 20]) :]
+                    except BlockingIOError:
+                        pass
+                    except OSError:  # it stopped reading (it exits after a result): read what it said
+                        writing = False
+                chunk = os.read(rfd, 1 << 20) if readable else b""
+            except (OSError, ValueError) as exc:
+                outcome.error = f"worker pipe failed: {exc}"
+                return outcome
+            if readable and not chunk:
+                outcome.error = f"worker exited (code {self.proc.poll()}): {self._stderr_tail()}"
+                return outcome
+            buf += chunk
+            try:
+                while (msg := _take_message(buf)) is not None:
+                    if msg.get("started"):
+                        outcome.started = True
+                        continue
+                    outcome.results.append(msg)
+                    outcome.started = False
+                    if msg.get("exit"):
+                        outcome.exited = True
+                        return outcome
+            except (ValueError, KeyError, TypeError) as exc:
+                outcome.error = f"bad reply from worker: {type(exc).__name__}: {exc}"
+                return outcome
+        return outcome
 
     def _write(self, payload: bytes, deadline: float) -> None:
         data = memoryview(payload)
@@ -473,6 +573,13 @@ class Sandbox:
     # -- public API
 
     @property
+    def uid_separated(self) -> bool:
+        """Whether workers run each program as a separate throw-away uid (the host process is
+        root). Without it a program shares its fork-server's uid: it can kill the server, read its
+        memory, or write the server's reply pipe and forge results; do not trust verdicts then."""
+        return os.geteuid() == 0
+
+    @property
     def isolation(self) -> str:
         """The isolation label results carry (starts one worker if none has started yet)."""
         if self._isolation is None:
@@ -585,20 +692,25 @@ class Sandbox:
         if os.getpid() != self._owner_pid:
             raise SandboxError("sandbox was created in another process (after fork); create a new one here")
 
-    def _request(self, program: Program, limits: Limits, nproc_base: int) -> dict:
+    def _request(self, program: Program, limits: Limits, nproc_base: int) -> bytes:
+        """One program on the wire: a small trusted header frame, then the body (source, or the
+        Call's JSON arguments) that only the program's own child reads."""
         if isinstance(program, Call):
-            what: dict[str, Any] = {"call": program.function, "kwargs": program.kwargs}
+            head: dict[str, Any] = {"kind": "call", "function": program.function}
+            body = json.dumps(program.kwargs).encode()
         else:
-            what = {"code": program}
-        return {
-            **what,
-            "timeout_s": limits.timeout_s,
-            "memory_mb": limits.memory_mb,
-            "max_output_bytes": limits.max_output_bytes,
-            "max_file_mb": limits.max_file_mb,
-            "max_open_files": limits.max_open_files,
-            "nproc": limits.max_processes + nproc_base,
-        }
+            head = {"kind": "code"}
+            body = program.encode("utf-8", "surrogatepass")
+        head.update(
+            timeout_s=limits.timeout_s,
+            memory_mb=limits.memory_mb,
+            max_output_bytes=limits.max_output_bytes,
+            max_file_mb=limits.max_file_mb,
+            max_open_files=limits.max_open_files,
+            nproc=limits.max_processes + nproc_base,
+            body_len=len(body),
+        )
+        return _frame(json.dumps(head).encode()) + body
 
     def _new_worker(self) -> _Worker:
         """(On a spawner thread.) A new worker for this pool."""
@@ -612,31 +724,67 @@ class Sandbox:
         return future.result()
 
     def _run_on(self, slot: _Slot, codes: list[Program], limits: Limits) -> list[ExecResult]:
-        """Run `codes` one after another on the slot's worker, sent as one batch (one round trip)."""
-        error = ""
-        for _attempt in range(2):  # one retry on a fresh worker if the worker itself failed
+        """Run `codes` one after another on the slot's worker, streamed as one batch; results in order.
+
+        When the worker fails (dies, hangs, breaks) the results it sent stand; the program it was
+        running runs again alone on a fresh worker, then the rest as a batch. If the worker fails
+        again under that program, the program gets status "killed" when it had started (the
+        program's doing: it killed its worker, say) and a sandbox error when it had not. A worker
+        that will not start, twice in a row, fails every remaining program with a sandbox error.
+        A result after which the worker exits by itself (it could not clean up after a program)
+        stands too; the rest run on a fresh worker."""
+        results: list[ExecResult] = []
+        failures: list[str] = []  # worker failures under the next program
+        while len(results) < len(codes):
+            i = len(results)
+            chunk = codes[i : i + 1] if failures else codes[i:]
             try:
                 if slot.worker is None:
                     slot.worker = self._start_worker()
                     self._isolation = slot.worker.isolation
-                w = slot.worker
-                batch = [self._request(code, limits, w.nproc_base) for code in codes]
-                reply = w.request({"batch": batch}, len(codes) * (limits.timeout_s + 1.0) + _GRACE_S)
-                results = reply.get("results")
-                if not isinstance(results, list) or len(results) != len(codes):
-                    raise _WorkerDied(f"bad reply from worker: {str(reply)[:200]}")
-                if any(r.get("sandbox_error", "").startswith("server failure") for r in results):
-                    raise _WorkerDied(next(r["sandbox_error"] for r in results if r.get("sandbox_error")))
-                return [_to_result(r, w.isolation) for r in results]
             except (_WorkerDied, OSError, ValueError, KeyError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning("sandbox worker failed (%s); restarting it", error)
-                if slot.worker is not None:
-                    slot.worker.close(graceful=False)
-                    slot.worker = None
-                if len(codes) > 1:  # isolate the culprit: run the batch's programs one by one
-                    return [self._run_on(slot, [c], limits)[0] for c in codes]
-        failed = ExecResult(
+                failures.append(f"worker did not start: {type(exc).__name__}: {exc}")
+                log.warning("sandbox worker failed to start (%s)", failures[-1])
+                if len(failures) >= 2:
+                    results += [self._failed(failures[-1])] * (len(codes) - i)
+                continue
+            w = slot.worker
+            requests = [self._request(code, limits, w.nproc_base) for code in chunk]
+            outcome = w.run(requests, len(chunk) * (limits.timeout_s + 1.0) + _GRACE_S)
+            for res in outcome.results:
+                if res.get("sandbox_error", "").startswith("server failure"):  # the server broke on it
+                    outcome.error = res["sandbox_error"] + " " + str(res.get("server_trace", ""))[-500:]
+                    outcome.started = bool(res.get("program_ran"))
+                    break
+                results.append(_to_result(res, w.isolation))
+                failures = []
+            if outcome.error or outcome.exited:
+                slot.worker = None
+                w.close(graceful=False)
+            if not outcome.error:
+                continue
+            log.warning("sandbox worker failed (%s); restarting it", outcome.error)
+            failures.append(outcome.error)
+            if outcome.started and len(failures) >= 2:  # it died again while this program ran
+                results.append(
+                    ExecResult(
+                        status="killed",
+                        returncode=None,
+                        stdout="",
+                        stderr=_WORKER_DIED_NOTE,
+                        duration_s=0.0,
+                        isolation=w.isolation,
+                        program_ran=True,
+                    )
+                )
+                failures = []
+            elif len(failures) >= 2:
+                results.append(self._failed(outcome.error))
+                failures = []
+        return results
+
+    def _failed(self, error: str) -> ExecResult:
+        return ExecResult(
             status="error",
             returncode=None,
             stdout="",
@@ -645,7 +793,6 @@ class Sandbox:
             isolation=self._isolation or self.mode,
             sandbox_error=f"sandbox worker failed: {error}",
         )
-        return [failed] * len(codes)
 
 
 def _check_programs(programs: list[Program]) -> None:
@@ -666,6 +813,8 @@ def _to_result(res: dict, isolation: str) -> ExecResult:
         isolation=isolation,
         truncated=bool(res.get("truncated")),
         sandbox_error=res.get("sandbox_error", ""),
+        program_ran=bool(res.get("program_ran")),
+        damage=res.get("damage", ""),
     )
 
 

@@ -29,11 +29,13 @@ SECRET_VALUE = "sk-fake-" + uuid.uuid4().hex
 
 
 def sandbox_processes() -> list[psutil.Process]:
-    """Processes on the host running as a sandbox throw-away uid (there must be none between runs)."""
+    """Processes on the host running as a throw-away uid of this test process's sandboxes (there must
+    be none between runs; those of sandboxes of other processes on the machine are theirs)."""
+    ours = _UID_BASE + ((os.getpid() & 0x3FFFFF) << 6)
     out = []
     for p in psutil.process_iter(["uids"]):
         try:
-            if p.info["uids"] and p.info["uids"].real >= _UID_BASE:
+            if p.info["uids"] and ours <= p.info["uids"].real < ours + 64:
                 out.append(p)
         except psutil.Error:
             pass
