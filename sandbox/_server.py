@@ -194,6 +194,11 @@ def _setup_child(limits, rfd, body_len, out_w, err_w, st_w):
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     _new_namespaces()
+    # The body before the memory limit: a program too large for it fails as the program (when it
+    # is compiled), not as a setup failure.
+    body = _read_exact(rfd, body_len)
+    if body is None:
+        raise EOFError(f"the host's request ended before its {body_len}-byte body")
     for res, pair in limits:
         try:
             resource.setrlimit(res, pair)
@@ -205,9 +210,6 @@ def _setup_child(limits, rfd, body_len, out_w, err_w, st_w):
         os.setuid(_UID)  # from root to non-root: all capabilities are gone after this
     os.chdir(_WORKDIR)
     os.umask(0o077)
-    body = _read_exact(rfd, body_len)
-    if body is None:
-        raise EOFError(f"the host's request ended before its {body_len}-byte body")
     # Everything else goes, above all the server's protocol pipes to the host and its memfds.
     _close_fds_from(4)
     return body

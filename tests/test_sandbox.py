@@ -6,6 +6,7 @@ checks also cover the rlimits-only fallback.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -154,6 +155,7 @@ def test_programs_do_not_see_each_other(sb):
 # ----------------------------------------------------------------------------- adversarial programs
 
 FORK_BOMB = """
+import hashlib
 import os
 while True:
     try:
@@ -171,6 +173,9 @@ if os.fork() == 0:
     os._exit(0)
 print("parent done")
 """
+
+# A process name a test can look for (prctl: /proc/self/comm is root's in a non-dumpable process).
+SET_NAME = "import ctypes; ctypes.CDLL(None).prctl(15, b'{}', 0, 0, 0)"
 
 SOCKETS = """
 import socket
@@ -333,9 +338,7 @@ def test_hostile_program_is_contained(sb, host, attack):
 
 @needs_bwrap
 def test_daemon_is_gone_when_result_returns(sb):
-    r = sb.run(
-        DAEMON.replace("time.sleep(300)", "open('/proc/self/comm', 'w').write('pidistill-dmn'); time.sleep(300)")
-    )
+    r = sb.run(DAEMON.replace("time.sleep(300)", SET_NAME.format("pidistill-dmn") + "; time.sleep(300)"))
     assert r.status == "ok"
     assert sandbox_processes() == []
     assert not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "pidistill-dmn"]
@@ -556,3 +559,256 @@ def test_whatever_a_program_leaves_in_its_directory_is_cleaned_without_a_sandbox
         r, after = one.run_many([LEFTOVERS[leftover], "import os; print(sorted(os.listdir('.')))"])
     assert (r.status, r.sandbox_error) == ("ok", ""), r
     assert (after.status, after.stdout, after.sandbox_error) == ("ok", "[]\n", "")
+
+
+# ----------------------------------------------------------------------------- programs sharing a worker
+
+# Programs of one batch run one after another in one worker. None may read another's source, arguments
+# or output, leave anything for the next (files, /dev/shm, SysV IPC), inherit a stray fd, or turn its
+# own misbehaviour (forging the status pipe, killing its server, undeletable files) into a sandbox error.
+
+MARKERS = {name: "PIDX" + uuid.uuid4().hex for name in ("source", "output", "call", "later")}
+
+SCAN_MEMORY = """
+import ctypes, gc, hashlib, os
+WANTED = WANTED_HASHES  # sha256 of each marker -> its name: the markers themselves are nowhere in this program
+found = set()
+def look(data):
+    i = data.find(b"PIDX")
+    while i != -1:
+        name = WANTED.get(hashlib.sha256(data[i : i + 36]).hexdigest())
+        if name:
+            found.add(name)
+        i = data.find(b"PIDX", i + 1)
+# Every readable mapping, read with process_vm_readv on ourselves (a fault is an error code, not a
+# crash; /proc/self/mem is root's once the uid switch made the process non-dumpable).
+libc = ctypes.CDLL(None, use_errno=True)
+libc.process_vm_readv.restype = ctypes.c_ssize_t
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+CHUNK = 1 << 22
+buf = ctypes.create_string_buffer(CHUNK + 35)
+regions = 0
+with open("/proc/self/maps") as f:
+    maps = f.read().splitlines()
+for line in maps:
+    fields = line.split()
+    if "r" not in fields[1]:
+        continue
+    start, end = (int(x, 16) for x in fields[0].split("-"))
+    for pos in range(start, end, CHUNK):
+        n = min(end - pos, CHUNK + 35)
+        local, remote = Iovec(ctypes.addressof(buf), n), Iovec(pos, n)
+        got = libc.process_vm_readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if got > 0:
+            look(buf.raw[:got])
+    regions += 1
+gc.unfreeze()
+for obj in gc.get_objects():
+    for ref in gc.get_referents(obj):
+        if isinstance(ref, str):
+            look(ref.encode("utf-8", "surrogatepass"))
+        elif isinstance(ref, (bytes, bytearray)):
+            look(bytes(ref))
+print(sorted(found), regions > 10)
+""".replace("WANTED_HASHES", repr({hashlib.sha256(m.encode()).hexdigest(): k for k, m in MARKERS.items()}))
+
+SYSV_SHM = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shmid = libc.shmget(0x5EED, MODE)
+print(shmid >= 0, ctypes.get_errno())
+if shmid >= 0:
+    addr = libc.shmat(shmid, None, 0)
+    ctypes.memmove(addr, b"left for the next program", 25)
+"""
+
+EMPTY = "import os; print(sorted(os.listdir('.')), sorted(os.listdir('/dev/shm')))"  # an honest next program
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Programs run as one batch on one worker, and what must hold of their results (all free of
+    sandbox errors; the last is always EMPTY and must see a clean directory and /dev/shm)."""
+
+    name: str
+    programs: tuple[str | Call, ...]
+    check: Callable[[list[ExecResult]], bool]
+
+
+CASES = [
+    Neighbours(
+        "neighbour_memory",
+        (
+            f"print({MARKERS['output']!r})  # {MARKERS['source']}",
+            Call("echo.say", {"text": MARKERS["call"]}),
+            SCAN_MEMORY,
+            f"x = {MARKERS['later']!r}",
+        ),
+        lambda rs: (
+            rs[0].stdout == MARKERS["output"] + "\n"
+            and rs[1].stdout == MARKERS["call"] + "\n"
+            and rs[2].stdout == "[] True\n"
+            and rs[3].status == "ok"
+        ),
+    ),
+    Neighbours(
+        "fds",
+        (
+            "import os\nfds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+            "print(fds[:4], len(fds), os.readlink('/proc/self/fd/0'))",
+        ),
+        lambda rs: rs[0].stdout == "[0, 1, 2, 3] 5 /dev/null\n",  # the 5th: listdir's own directory fd
+    ),
+    Neighbours(
+        "sysv_shm",
+        (SYSV_SHM.replace("MODE", "4096, 0o1666"), SYSV_SHM.replace("MODE", "0, 0")),
+        lambda rs: rs[0].stdout == "True 0\n" and rs[1].stdout == "False 2\n",  # ENOENT: a fresh IPC namespace
+    ),
+    Neighbours(
+        "dev_shm",
+        (
+            "open('/dev/shm/x', 'w').write('left for the next program'); import os; os.mkdir('/dev/shm/d', 0)",
+            "import os; print(os.path.exists('/dev/shm/x'), os.listdir('/dev/shm'))",
+        ),
+        lambda rs: rs[0].status == "ok" and rs[1].stdout == "False []\n",
+    ),
+    Neighbours(
+        "status_fd_forge",
+        (
+            "import os\nos.write(3, b'S forged setup failure')\nos.write(3, b'M' + b'junk' * 100_000)\nprint('done')",
+            "import os, sys\nos.write(3, b'R')\nos.close(3)\nsys.exit(3)",
+        ),
+        lambda rs: (rs[0].status, rs[0].stdout, rs[1].status, rs[1].returncode) == ("ok", "done\n", "error", 3),
+    ),
+    Neighbours(
+        "deep_tree",
+        (
+            "import os\nfor _ in range(5000):\n    os.mkdir('d')\n    os.chdir('d')\nos.chmod('.', 0)",
+            "import os\nos.makedirs('a/b')\nopen('a/b/f', 'w').write('x')\nos.chmod('a/b', 0)\nos.chmod('a', 0)",
+        ),
+        lambda rs: all(r.status == "ok" for r in rs[:2]),
+    ),
+    Neighbours(
+        "kill_server",
+        ("import os\nos.kill(os.getppid(), 9)", "import os\nos.kill(-1, 9)\nprint('alive')"),
+        lambda rs: all(r.status in ("ok", "error", "killed") for r in rs[:2]),
+    ),
+    Neighbours(
+        "close_all_fds",
+        ("import os\nos.closerange(0, 1024)\nprint('gone')", "import os\nos.closerange(3, 1 << 20)\nprint('fine')"),
+        lambda rs: rs[0].status in ("ok", "error") and rs[1].stdout == "fine\n",
+    ),
+]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_program_cannot_reach_or_break_others(case):
+    prelude = {"echo": "def say(text):\n    print(text)\n"}
+    with Sandbox(Limits(timeout_s=20.0), workers=1, isolation="bwrap", prelude=prelude) as one:
+        results = one.run_many([*case.programs, EMPTY])
+        shown = [(r.status, r.returncode, r.stdout[-200:], r.stderr[-300:], r.sandbox_error, r.damage) for r in results]
+        assert all(not r.sandbox_error and r.program_ran for r in results), shown
+        assert case.check(results), shown
+        assert (results[-1].status, results[-1].stdout) == ("ok", "[] []\n"), shown
+        assert sandbox_processes() == []
+
+
+def patched_server(monkeypatch, code: str) -> None:
+    """Workers started from now on run the fork-server with `code` appended (before main() runs):
+    a way to make the sandbox itself fail where no program can."""
+    import sandbox.core
+
+    source = sandbox.core._SERVER_SOURCE
+    tail = '\nif __name__ == "__main__":'
+    assert tail in source
+    monkeypatch.setattr(sandbox.core, "_SERVER_SOURCE", source.replace(tail, "\n" + code + tail))
+
+
+@needs_bwrap
+def test_files_the_sandbox_cannot_remove_are_the_programs_damage(monkeypatch):
+    """Cleanup failing after a program is noted on its result (never a sandbox error); the worker is
+    replaced, and the rest of the batch runs on a fresh one in an empty directory."""
+    patched_server(
+        monkeypatch,
+        "_real_clean = _clean_workdir\n"
+        "def _clean_workdir(cfg):\n"
+        "    if os.stat(_WORKDIR).st_nlink > 2:  # it made a subdirectory (the server cannot look inside)\n"
+        "        raise RuntimeError('simulated')\n"
+        "    _real_clean(cfg)\n",
+    )
+    with Sandbox(Limits(timeout_s=5.0), workers=1, isolation="bwrap") as one:
+        damaged, after, empty = one.run_many(["import os; os.mkdir('undeletable'); print('wrote')", "print(2)", EMPTY])
+    assert (damaged.status, damaged.stdout, damaged.sandbox_error, damaged.program_ran) == ("ok", "wrote\n", "", True)
+    assert "could not remove" in damaged.damage and "simulated" in damaged.damage
+    assert (after.status, after.stdout, after.damage, empty.stdout) == ("ok", "2\n", "", "[] []\n")
+
+
+@needs_bwrap
+def test_a_setup_failure_is_a_sandbox_error_and_the_rest_still_runs(monkeypatch):
+    """A child that fails before `R` has not read its body: the request stream is out of sync, so the
+    worker stops after that result and the host runs the rest of the batch on a fresh one."""
+    patched_server(
+        monkeypatch,
+        "_real_setup = _setup_child\n"
+        "def _setup_child(limits, rfd, body_len, *fds):\n"
+        "    if body_len == len('pass # fail setup'):\n"
+        "        os.dup2(fds[-1], 3)  # where the real setup reports its failures\n"
+        "        raise OSError('simulated setup failure')\n"
+        "    return _real_setup(limits, rfd, body_len, *fds)\n",
+    )
+    with Sandbox(Limits(timeout_s=5.0), workers=1, isolation="bwrap") as one:
+        before, failed, after = one.run_many(["print(1)", "pass # fail setup", "print('x' * 100_000)"])
+    assert (before.stdout, after.stdout, after.sandbox_error) == ("1\n", "x" * 100_000 + "\n", "")
+    assert failed.status == "error" and not failed.program_ran
+    assert failed.sandbox_error == "sandbox setup failed: OSError: simulated setup failure"
+
+
+VICTIM = f"""
+import time
+time.sleep(0.3)
+{SET_NAME.format("pidistill-vict")}
+time.sleep(3)
+print('survived')
+"""
+
+
+@needs_bwrap
+@pytest.mark.parametrize("kills", [1, 2])
+def test_a_worker_killed_under_a_program_reruns_it_then_counts_against_it(kills):
+    """The worker dies while a program runs (as one it can signal would make it): the program runs
+    again alone on a fresh worker; if that dies too, the program was killed, not the sandbox."""
+    with Sandbox(Limits(timeout_s=10.0), workers=1, isolation="bwrap") as one:
+        killed: list[int] = []
+        done = threading.Event()
+
+        def killer() -> None:
+            while not done.is_set() and len(killed) < kills:
+                worker = one._all_slots[0].worker
+                victim = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "pidistill-vict"]
+                if victim and worker is not None and worker.proc.pid not in killed:
+                    killed.append(worker.proc.pid)
+                    worker.proc.kill()
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        try:
+            before, r, after = one.run_many(["print(1)", VICTIM, "print(3)"])
+        finally:
+            done.set()
+            thread.join()
+    assert len(killed) == kills
+    assert (before.stdout, after.stdout, before.sandbox_error, after.sandbox_error) == ("1\n", "3\n", "", "")
+    assert not r.sandbox_error and r.program_ran
+    if kills == 1:
+        assert (r.status, r.stdout) == ("ok", "survived\n")
+    else:
+        assert (r.status, r.stdout, r.stderr) == ("killed", "", "[sandbox: the worker died while this program ran]")
+
+
+def test_uid_separated_says_whether_programs_run_as_their_own_uid():
+    with Sandbox(workers=1) as box:
+        assert box.uid_separated == (os.geteuid() == 0)
