@@ -17,16 +17,23 @@ last: it could not go on safely (a child died before reading its whole body, so 
 of sync; the program's files could not be removed; the server itself failed) and exits; the host
 starts a fresh worker for the remaining programs.
 
-Clean process per program. For each header the server forks a child; the child reads its body
-straight from the protocol pipe, closes every fd but 0 (/dev/null), 1, 2 (its output pipes) and
-3 (its status pipe), enters a fresh IPC namespace (SysV shm, semaphores, message queues and POSIX
-message queues of one program die with it), drops privileges (new session, rlimits, throw-away uid
-when the server holds CAP_SETUID, private working directory, clean environment), writes `R` on fd 3
-and only then decodes and runs the program inside the already-warm interpreter. The server never
-holds a program's source, arguments or output in its own memory: it reads headers only, and moves
-each child's stdout/stderr from the pipes into memfds (`splice`) and from there to the host
-(`sendfile`), closing them before the next fork. So a child's address space (inherited from the
-server at fork) contains nothing of any other program of the batch, before or after it.
+Clean process per program. For each header the server forks a child, which: enters a fresh IPC
+namespace (SysV shm, semaphores and message queues, POSIX message queues die with it; as root
+with the CAP_SYS_ADMIN the server holds for this, otherwise inside a new user namespace; no IPC
+namespace, no run), reads its body straight from the protocol pipe, drops privileges (new
+session, rlimits, the throw-away uid when the server holds CAP_SETUID, private working directory,
+clean environment), closes every fd but 0 (/dev/null), 1, 2 (its output pipes), 3 (its status
+pipe) and 4 (see below), writes `R` on fd 3, waits for the server's go on fd 4 (sent once the
+server has told the host `started`, so that a program that kills its server at once is still
+known to have run), closes fd 4, and only then decodes and runs the program inside the
+already-warm interpreter.
+
+What a child can reach: its own memory, a copy of the server's as of the fork, which holds no
+program's source, arguments or output: the server reads headers only, and moves each child's
+stdout/stderr from the pipes into memfds (`splice`) and from there to the host (`sendfile`),
+closing them before the next fork. Not the protocol pipes (closed), not the server's memory or fds
+(as root: another uid; without root the server is non-dumpable, but the program can still kill
+it), nothing the previous program left in the working directory, /dev/shm or IPC objects.
 
 Status pipe: no `R` means the sandbox failed to set the child up (our error). After `R` the pipe
 belongs to the program: `M` right after it means it died of MemoryError; anything else is ignored.
@@ -186,7 +193,7 @@ def _new_namespaces():
     raise OSError(err, f"cannot give the program a private IPC namespace: {os.strerror(err)}")
 
 
-def _setup_child(limits, rfd, body_len, out_w, err_w, st_w):
+def _setup_child(limits, rfd, body_len, out_w, err_w, st_w, go_r):
     """Everything before the program's first byte; returns its body, read from the host's pipe."""
     os.dup2(st_w, 3)  # first: a setup failure is reported there (3 held /dev/null, see _prepare_stdio)
     os.setsid()  # own session + process group: a timeout kills the whole group
@@ -210,8 +217,10 @@ def _setup_child(limits, rfd, body_len, out_w, err_w, st_w):
         os.setuid(_UID)  # from root to non-root: all capabilities are gone after this
     os.chdir(_WORKDIR)
     os.umask(0o077)
-    # Everything else goes, above all the server's protocol pipes to the host and its memfds.
-    _close_fds_from(4)
+    # Everything else goes, above all the server's protocol pipes to the host and its memfds;
+    # fd 4 waits for the server's go (see _child_main) and is closed before the program runs.
+    os.dup2(go_r, 4)
+    _close_fds_from(5)
     return body
 
 
@@ -280,16 +289,25 @@ def _run_program(main, run, body):
     return rc
 
 
-def _child_main(plan, rfd, out_w, err_w, st_w):
+def _child_main(plan, rfd, out_w, err_w, st_w, go_r):
     limits, main, run, body_len = plan
     try:
-        body = _setup_child(limits, rfd, body_len, out_w, err_w, st_w)
+        body = _setup_child(limits, rfd, body_len, out_w, err_w, st_w, go_r)
         os.write(3, _ST_READY)  # the last thing before the program: from here on, all is the program's
     except BaseException as exc:
         try:
             os.write(3, _ST_SETUP + f"{type(exc).__name__}: {exc}".encode()[:_SETUP_ERROR_MAX])
         finally:
             os._exit(125)
+    # Wait until the server has told the host that the program starts: a program that kills its
+    # server at once must be seen as having run (its own failure), not as a sandbox failure.
+    try:
+        go = os.read(4, 1)
+        os.close(4)
+    except OSError:
+        go = b""
+    if not go:  # the server is gone: the program does not run
+        os._exit(125)
     rc = 1
     try:
         rc = _run_program(main, run, body)
@@ -525,6 +543,7 @@ def _execute(req, cfg, rfd, wfd):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
+    go_r, go_w = os.pipe()
     out_m, err_m = os.memfd_create("stdout", os.MFD_CLOEXEC), os.memfd_create("stderr", os.MFD_CLOEXEC)
     # Prepared before the fork too: whatever the server first writes after it (while the child
     # still maps the same pages) costs a copy-on-write fault.
@@ -534,10 +553,9 @@ def _execute(req, cfg, rfd, wfd):
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child_main(plan, rfd, out_w, err_w, st_w)
-    os.close(out_w)
-    os.close(err_w)
-    os.close(st_w)
+        _child_main(plan, rfd, out_w, err_w, st_w, go_r)
+    for fd in (out_w, err_w, st_w, go_r):
+        os.close(fd)
     pidfd = os.pidfd_open(pid)
     deadline = t0 + timeout_s  # for the setup first, then for the program from its `R` on
     # Until the main child exits, the deadline passes, or it floods its output.
@@ -555,9 +573,14 @@ def _execute(req, cfg, rfd, wfd):
             announced = True
             deadline = time.monotonic() + timeout_s
             _send(wfd, {"started": True})  # the host now knows a failure from here on is the program's
+            os.write(go_w, b"G")  # and only now may the program run
+            os.close(go_w)
+            go_w = -1
         if io_.overflow:
             killed_for = "output"
             break
+    if go_w >= 0:
+        os.close(go_w)
     if killed_for:
         _kill_group(pid)
     _, wait_status = os.waitpid(pid, 0)

@@ -65,7 +65,7 @@ _UID_BASE = 1_500_000_000  # throw-away uids live above anything a host assigns
 _uid_counter = itertools.count()
 _STARTUP_TIMEOUT_S = 30.0
 _GRACE_S = 10.0  # extra host-side wait beyond a batch's timeouts before declaring the worker hung
-_MAX_BATCH = 32  # programs per host<->worker round trip in run_many (bounded: tail latency)
+_MAX_BATCH = 32  # programs per batch streamed to one worker in run_many (bounded: tail latency)
 _WORKER_DIED_NOTE = "[sandbox: the worker died while this program ran]"
 
 
@@ -575,8 +575,9 @@ class Sandbox:
     @property
     def uid_separated(self) -> bool:
         """Whether workers run each program as a separate throw-away uid (the host process is
-        root). Without it a program shares its fork-server's uid: it can kill the server, read its
-        memory, or write the server's reply pipe and forge results; do not trust verdicts then."""
+        root). Without it a program shares its fork-server's uid: it can kill the server, and only
+        the server's non-dumpable flag keeps it from reading the server's memory or writing its
+        reply pipe (forging other programs' results); do not trust verdicts then."""
         return os.geteuid() == 0
 
     @property

@@ -755,7 +755,7 @@ def test_a_setup_failure_is_a_sandbox_error_and_the_rest_still_runs(monkeypatch)
         "_real_setup = _setup_child\n"
         "def _setup_child(limits, rfd, body_len, *fds):\n"
         "    if body_len == len('pass # fail setup'):\n"
-        "        os.dup2(fds[-1], 3)  # where the real setup reports its failures\n"
+        "        os.dup2(fds[2], 3)  # the status pipe: where the real setup reports its failures\n"
         "        raise OSError('simulated setup failure')\n"
         "    return _real_setup(limits, rfd, body_len, *fds)\n",
     )
