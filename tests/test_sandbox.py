@@ -470,8 +470,15 @@ def test_start_boots_workers_in_the_background(monkeypatch):
         assert box.run("print(4)").stdout == "4\n" and sorted(worker_tree(box)) == pids
 
     # closed while the workers are still starting: none of them is left behind
-    def bwrap_pids() -> set[int]:
-        return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "bwrap"}
+    def bwrap_pids() -> set[int]:  # ours only: other processes on the machine may run sandboxes too
+        pids = set()
+        for p in psutil.Process().children():
+            try:
+                if p.name() == "bwrap":
+                    pids.add(p.pid)
+            except psutil.Error:
+                pass
+        return pids
 
     before = bwrap_pids()
     box = Sandbox(Limits(timeout_s=2.0), workers=2, isolation="bwrap")
