@@ -95,7 +95,9 @@ separate uid (a program could then signal other processes of the same user, the 
 included). /dev/shm is the host's (not emptied between programs). As root, the
 throw-away uid must be able to read the interpreter's install directory (a pyenv under /root
 cannot be read): otherwise only the preloaded modules import, and the pool logs a warning.
-Install bubblewrap (`apt-get install bubblewrap`) for real isolation.
+Every mode needs a fresh IPC namespace per program (root, or unprivileged user namespaces
+without root): where the kernel refuses one, workers do not start (a sandbox error) rather than
+run programs without it. Install bubblewrap (`apt-get install bubblewrap`) for real isolation.
 """
 
 from sandbox.core import DEFAULT_PRELOAD, Call, ExecResult, Limits, Program, Sandbox, SandboxError, bwrap_available
