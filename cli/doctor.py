@@ -107,8 +107,16 @@ def sandbox_check() -> Check:
 
     with Sandbox(Limits(timeout_s=5.0), workers=1) as sb:
         r = sb.run("print('ok')")
+        separated = sb.uid_separated
     if r.status != "ok":
         return Check("sandbox", "FAIL", f"a trivial program gave {r.status}: code domains cannot be verified")
+    if not separated:
+        return Check(
+            "sandbox",
+            "FAIL",
+            "not root: programs would share the sandbox server's uid (one could forge its batch's results), "
+            "so the code domains refuse to verify; run as root (e.g. the docker image)",
+        )
     if r.isolation != "bwrap":
         return Check("sandbox", "--", f"isolation={r.isolation}: install bubblewrap for the strongest isolation")
     return Check("sandbox", "ok", "isolation=bwrap (namespaces, no network, read-only filesystem)")

@@ -179,6 +179,18 @@ class VerifyConfig(_Frozen):
     max_error_rate: float = Field(
         0.05, ge=0, le=1, description="A round fails loudly when more verdicts than this are verifier errors."
     )
+    extra_tests: int = Field(
+        8,
+        ge=0,
+        description="Code domains: hidden tests per problem for training rewards (inputs mutated from the shown "
+        "tests, expected outputs from the reference solution; MBPP's challenge tests too), so a lookup table of "
+        "the shown asserts earns nothing. 0: only the dataset's tests.",
+    )
+    extra_tests_in_eval: bool = Field(
+        False,
+        description="Also judge the held-out evaluation with the hidden tests (off: evaluation uses the "
+        "dataset's own tests, comparable with published pass@1).",
+    )
 
 
 class FilterConfig(_Frozen):

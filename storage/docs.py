@@ -88,7 +88,9 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "fail_reason": "Why a fail failed, where it can be said in a word: no_answer (nothing in the answer "
         "format), unclosed_think (a <think> block that never ended); NULL otherwise.",
         "flags": "Code domains: what the program reached for that a test harness runs on, comma-separated "
-        "(frames, gc, builtins, exit, fds, trace, eq, lowlevel; domains/code/flags.py), pass or fail; NULL: none.",
+        "(frames, gc, builtins, exit, fds, trace, eq, lowlevel; domains/code/flags.py), and what it did when it "
+        "ran (non_plain: returned something not plain data; channel: wrote on the harness's report; damage: "
+        "left its sandbox broken; extract: its text could not be read as code), pass or fail; NULL: none.",
         "reject_reason": "Train phase, not accepted: failed | no_answer | unclosed_think | timeout | verifier_error | "
         "below_threshold | "
         "frontier_too_hard | frontier_too_easy | duplicate | max_per_problem.",

@@ -85,7 +85,7 @@ def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> flo
             stop=stop_for(cfg, style),
         )
         count_tokens(m, rows)
-        rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows, m)
+        rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows, m, rewards=False)
         m["n_items"] = len(rows)
     for k in keys:
         mine = _for_key(rows, k)

@@ -33,9 +33,11 @@ def verify_rows(
     attempts: list[Attempt],
     counters: dict | None = None,
     check: bool = True,
+    rewards: bool = True,
 ) -> list[Attempt]:
-    """The attempts with their verdicts; raises VerifierErrorRate past the threshold (unless not `check`)."""
-    domain = domain_of(cfg)
+    """The attempts with their verdicts; raises VerifierErrorRate past the threshold (unless not `check`).
+    `rewards`: verdicts that decide training data (hidden tests on); False for the held-out evaluation."""
+    domain = domain_of(cfg, rewards=rewards)
     unique: dict[tuple[str, str], int] = {}
     for a in attempts:
         unique.setdefault((a.problem_id, a.completion), len(unique))

@@ -191,3 +191,14 @@ def test_doctor_says_what_runs_here_and_fails_only_on_what_is_broken(capsys, mon
     monkeypatch.setenv("PIDISTILL_HOME", str(blocked / "home"))  # under a file: cannot be created
     assert main(["doctor"]) == 1
     assert "[FAIL] home" in capsys.readouterr().out
+
+
+def test_doctor_fails_when_programs_would_share_the_sandbox_uid(capsys, monkeypatch):
+    """Not root: a program could forge its batch's results, so the code domains refuse (issue 17)."""
+    from sandbox import Sandbox
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(Sandbox, "uid_separated", property(lambda self: False))
+    assert main(["doctor"]) == 1
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("[FAIL] sandbox"))
+    assert "uid" in line and "root" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,21 +189,31 @@ def test_humaneval_solution_forms():
 @needs_data
 @needs_bwrap
 @pytest.mark.slow
-def test_every_canonical_solution_passes_and_every_broken_one_fails(mbpp, humaneval):
-    problems = [p for split in ("prompt", "test", "validation", "train") for p in mbpp.load(split)]
-    assert len(problems) == 828
-    good = mbpp.check_many(problems, [p.solution for p in problems])
-    assert [(p.problem_id, v) for p, v in zip(problems, good) if not v.passed] == []
-    assert all(v.score == 1.0 and v.status == "pass" for v in good)
-    broken = mbpp.check_many(problems, [p.solution + BROKEN_MBPP.format(name=p.meta["entry_point"]) for p in problems])
-    assert [p.problem_id for p, v in zip(problems, broken) if v.passed or v.status != "fail"] == []
+def test_every_canonical_solution_passes_and_every_broken_one_fails():
+    """With the hidden tests on (8 per problem, and MBPP's challenge tests), as training rewards judge."""
+    mbpp, humaneval = MBPPDomain(extra_tests=8), HumanEvalDomain(extra_tests=8)
+    try:
+        problems = [p for split in ("prompt", "test", "validation", "train") for p in mbpp.load(split)]
+        assert len(problems) == 828
+        good = mbpp.check_many(problems, [p.solution for p in problems])
+        assert [(p.problem_id, v) for p, v in zip(problems, good) if not v.passed] == []
+        assert all(v.score == 1.0 and v.status == "pass" for v in good)
+        hidden = [sum(t.hidden for t in mbpp.spec_of(p).tests) for p in problems]
+        assert sum(h >= 8 for h in hidden) > 0.8 * len(problems), sorted(hidden)[:50]  # most get all 8
+        broken = mbpp.check_many(
+            problems, [p.solution + BROKEN_MBPP.format(name=p.meta["entry_point"]) for p in problems]
+        )
+        assert [p.problem_id for p, v in zip(problems, broken) if v.passed or v.status != "fail"] == []
 
-    he = humaneval.load("test")
-    good = humaneval.check_many(he, [p.solution for p in he])
-    assert [(p.problem_id, v) for p, v in zip(he, good) if not v.passed] == []
-    broken = humaneval.check_many(he, [BROKEN_HUMANEVAL] * len(he))
-    assert [p.problem_id for p, v in zip(he, broken) if v.passed or v.status != "fail"] == []
-    assert sum(v.score == 0.0 for v in broken) >= 130  # a few `assert not candidate(...)` pass for any truthy value
+        he = humaneval.load("test")
+        good = humaneval.check_many(he, [p.solution for p in he])
+        assert [(p.problem_id, v) for p, v in zip(he, good) if not v.passed] == []
+        broken = humaneval.check_many(he, [BROKEN_HUMANEVAL] * len(he))
+        assert [p.problem_id for p, v in zip(he, broken) if v.passed or v.status != "fail"] == []
+        assert sum(v.score == 0.0 for v in broken) >= 120  # `assert not candidate(...)` passes for a falsy value
+    finally:
+        mbpp.close()
+        humaneval.close()
 
 
 @needs_data
@@ -343,10 +354,8 @@ def test_precompiled_tests_and_their_fallbacks(mbpp, humaneval):
     """Tests travel compiled (marshalled by the host, for the same interpreter) in a sandbox Call;
     another interpreter, or a sandbox without the harness prelude, compiles them from source:
     the verdicts are the same every way."""
-    import subprocess
-    import sys
 
-    from domains.code import harness_call, mbpp_spec, verdict_from_run
+    from domains.code import draft_mbpp, harness_call
     from sandbox import Sandbox
 
     p = mbpp_problem(mbpp, 11)
@@ -361,32 +370,27 @@ def test_precompiled_tests_and_their_fallbacks(mbpp, humaneval):
     assert [v.status for v in reference] == ["fail", "pass", "fail", "pass"]
     assert "Got: 'hello'" in reference[0].feedback  # the failing side, evaluated by a precompiled expression
 
-    for d, prob, c in cases:  # checked once already (reference), so now compiled by the host
-        assert d.solution_and_spec(prob, c)[1].payload()["python"] == sys.version
-    fresh = mbpp_spec(["assert f(1) == 2"])
+    for d, prob, _ in cases:  # checked once already (reference), so now compiled by the host
+        assert d.spec_of(prob).payload()["python"] == sys.version
+    fresh = draft_mbpp(("assert f(1) == 2",), entry_point="f").spec()
     assert "code" not in fresh.payload() and fresh.payload()["python"] == sys.version  # from its second use
-    calls = [harness_call(*d.solution_and_spec(prob, c), nonce="n0nce") for d, prob, c in cases]
+    jobs = {str(i): (d.extract(prob, c), d.spec_of(prob)) for i, (d, prob, c) in enumerate(cases)}
+    calls = [harness_call("run", {"solution": sol, **spec.payload()}) for sol, spec in jobs.values()]
     for call in calls:  # as if the sandbox ran another Python: its child compiles the sources
         call.kwargs["spec"] = {**call.kwargs["spec"], "python": "another interpreter"}
-    results = mbpp.sandbox.run_many(calls, mbpp.limits)
-    specs = [d.solution_and_spec(prob, c)[1] for d, prob, c in cases]
-    assert [verdict_from_run(s, "n0nce", r, 5.0) for s, r in zip(specs, results)] == reference
+    results = dict(zip(jobs, mbpp.sandbox.run_many(calls, mbpp.limits)))
+    judged = {
+        **mbpp._judged(dict(list(jobs.items())[:2]), results),
+        **humaneval._judged(dict(list(jobs.items())[2:]), results),
+    }
+    assert [judged[k] for k in jobs] == reference
 
-    with Sandbox(mbpp.limits, workers=1) as plain:  # no harness prelude: the harness travels as source
-        d = MBPPDomain(sandbox=plain)
-        assert [d.check(prob, c) for dd, prob, c in cases[:2]] == reference[:2]
-        d.close()
-
-    # compiled with optimize=0 even by a host running python -O: the asserts stay
-    code = (
-        "import marshal, sys; sys.path.insert(0, '.'); from domains.code.specs import Step, _compile_tests\n"
-        "setup, steps, lhs = marshal.loads(bytes.fromhex(_compile_tests((), (Step('assert 1 == 2', lhs='1'),))))\n"
-        "try:\n    exec(steps[0], {})\nexcept AssertionError:\n    print('kept')\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent
-    )
-    assert out.stdout.strip() == "kept", out.stderr
+    with Sandbox(mbpp.limits, workers=1) as bare:  # no harness prelude: the harness travels as source
+        for d in (MBPPDomain(sandbox=bare), HumanEvalDomain(sandbox=bare)):
+            assert [d.check(prob, c) for dd, prob, c in cases if dd.name == d.name] == [
+                v for (dd, _, _), v in zip(cases, reference) if dd.name == d.name
+            ]
+            d.close()
 
 
 @needs_data
@@ -441,3 +445,21 @@ def test_a_completion_the_parser_chokes_on_is_the_programs_fail_never_a_verifier
     problem = mbpp_problem(mbpp, 11) if domain_name == "mbpp" else humaneval.load("test", limit=1)[0]
     v = domain.check(problem, completion)
     assert v.status == "fail" and not v.passed, v
+
+
+def test_hidden_tests_keep_the_form_of_the_shown_ones():
+    """A hidden test is a shown test's own expression with mutated arguments: `set(f(..))` stays a set
+    comparison (an honest solution's order is not judged), `math.isclose` keeps its tolerance."""
+    from domains.code.specs import extra_tests
+
+    names = frozenset({"f"})
+    e = extra_tests(["assert set(f([1, 2], 3)) == {1}", "assert set(f([4, 5], 1)) == {4}"], names, 4, "p")
+    assert e is not None and e.kind == ("close",) and len(e.exprs) > 4
+    assert all(x.startswith("set(f([") for x in e.exprs)
+    e = extra_tests(["assert math.isclose(f(2.0), 4.0, rel_tol=0.001)"], names, 2, "p")
+    assert e is not None and e.kind == ("isclose", (("rel_tol", 0.001),)) and e.exprs[0].startswith("f(")
+    assert extra_tests(["assert f(g(1)) == 2"], names, 4, "p") is None  # no literal arguments: no template
+    assert extra_tests(["assert f(1) == 2"], names, 0, "p") is None
+    assert extra_tests(["assert f(1, 'ab') == 2"], names, 4, "p") == extra_tests(
+        ["assert f(1, 'ab') == 2"], names, 4, "p"
+    )

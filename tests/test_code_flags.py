@@ -62,18 +62,19 @@ def test_code_domains_record_flags_on_passing_and_failing_programs():
     )
     crashed = mbpp.check(p, "import gc\ndef remove_Occ(s, ch):\n    return gc.get_objects()[10**9]")
     assert honest.passed and honest.flags is None
-    assert hacked.flags == "eq" and crashed.flags == "gc" and not crashed.passed
+    assert hacked.flags == "eq,non_plain" and not hacked.passed  # its output is not plain data, so not judged
+    assert crashed.flags == "gc" and not crashed.passed
 
 
 def _report(*lines: str, status: str = "ok"):
     from sandbox import ExecResult
 
-    return ExecResult(status, 0, "".join(f"n0nce {line}\n" for line in lines), "", 0.0, "test")  # type: ignore[arg-type]
+    return ExecResult(status, 0, "".join(f"{line}\n" for line in lines), "", 0.0, "test", program_ran=True)  # type: ignore[arg-type]
 
 
-START, LOADED, END = '{"k": "start", "n": 2}', '{"k": "loaded"}', '{"k": "end"}'
-OK0, OK1 = '{"k": "t", "i": 0, "ok": true}', '{"k": "t", "i": 1, "ok": true}'
-FAIL0 = '{"k": "t", "i": 0, "ok": false, "err": "AssertionError"}'
+START, LOADED, END = "start 2", "loaded", "end"
+OK0, OK1 = "v 0 1", "v 1 2"  # f(1) == 1, f(2) == 2
+FAIL0 = "v 0 5"
 
 
 @pytest.mark.parametrize(
@@ -83,11 +84,11 @@ FAIL0 = '{"k": "t", "i": 0, "ok": false, "err": "AssertionError"}'
         (START, LOADED, OK1, OK0, END),  # out of order
         (START, LOADED, FAIL0, OK1, END, OK0),  # after the end (atexit, a late thread)
         (START, LOADED, FAIL0, OK1, END, END),
-        (START, LOADED, '{"k": "t", "i": 0, "ok": 1}', OK1, END),  # a field of the wrong type
-        (START, LOADED, '{"k": "t", "i": true, "ok": true}', OK1, END),
-        (START, LOADED, '{"k": "t", "i": 0, "ok": false, "err": 5}', OK1, END),  # crashed the feedback builder
+        (START, LOADED, 'v 0 {"bogus": 1}', OK1, END),  # a value that is not plain data
+        (START, LOADED, "v true 1", OK1, END),  # an index of the wrong type
+        (START, LOADED, "e 0 5", OK1, END),  # an error message that is not text
         (START, LOADED, OK0, "not json", OK1, END),
-        (START, LOADED, OK0, '{"k": "pass"}', OK1, END),  # an unknown kind
+        (START, LOADED, OK0, "pass 1", OK1, END),  # an unknown kind
         (START, OK0, OK1, END),  # results without the solution having loaded
         (START, LOADED, OK0, END),  # an end before every test ran
     ],
@@ -106,24 +107,24 @@ FAIL0 = '{"k": "t", "i": 0, "ok": false, "err": "AssertionError"}'
     ],
 )
 def test_lines_the_harness_never_writes_are_the_programs_fail_never_a_pass_or_an_error(lines):
-    from domains.code.specs import mbpp_spec
-    from domains.code.verdicts import verdict_from_run
+    from domains.code.specs import draft_mbpp
+    from domains.code.verdicts import verdict
 
-    spec = mbpp_spec(["assert f(1) == 1", "assert f(2) == 2"], "")
-    v = verdict_from_run(spec, "n0nce", _report(*lines), 10.0)
+    spec = draft_mbpp(("assert f(1) == 1", "assert f(2) == 2"), entry_point="f").spec()
+    v = verdict(spec, _report(*lines), None, 10.0)
     assert (v.status, v.passed, v.score, v.flags) == ("fail", False, 0.0, "channel"), v
     assert "tampered with the test harness's report" in v.feedback
 
 
 def test_the_harness_own_grammar_still_reads_as_before():
-    from domains.code.specs import mbpp_spec
-    from domains.code.verdicts import verdict_from_run
+    from domains.code.specs import draft_mbpp
+    from domains.code.verdicts import verdict
 
-    spec = mbpp_spec(["assert f(1) == 1", "assert f(2) == 2"], "")
-    assert verdict_from_run(spec, "n0nce", _report(START, LOADED, OK0, OK1, END), 10.0).passed
-    partial = verdict_from_run(spec, "n0nce", _report(START, LOADED, OK0, status="timeout"), 10.0)
+    spec = draft_mbpp(("assert f(1) == 1", "assert f(2) == 2"), entry_point="f").spec()
+    assert verdict(spec, _report(START, LOADED, OK0, OK1, END), None, 10.0).passed
+    partial = verdict(spec, _report(START, LOADED, OK0, status="timeout"), None, 10.0)
     assert (partial.status, partial.score, partial.flags) == ("timeout", 0.5, None)
-    load = verdict_from_run(spec, "n0nce", _report(START, '{"k": "load", "err": "NameError: x"}', END), 10.0)
+    load = verdict(spec, _report(START, 'load "NameError: x"', END), None, 10.0)
     assert load.status == "fail" and "NameError" in load.feedback and load.flags is None
-    bad_start = verdict_from_run(spec, "n0nce", _report('{"k": "start", "n": 5}'), 10.0)
+    bad_start = verdict(spec, _report("start 5"), None, 10.0)
     assert bad_start.status == "error"  # before `start` nothing of the program ran: the verifier's fault

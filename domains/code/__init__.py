@@ -15,25 +15,32 @@ Where the data comes from (`path`):
 - anything else: an HF dataset name (`google-research-datasets/mbpp`, `openai/openai_humaneval`).
 
 Checking. The completion's code is extracted (a fenced ```python block, else the bare text;
-for HumanEval either a full function or the body continuing the prompt), embedded in a
-harness program and run in the sandbox (`sandbox.Sandbox`). The harness runs each test
-statement on its own (MBPP: each assert; HumanEval: each statement of `check(candidate)`)
-and reports per-test results on a private, nonce-tagged stdout channel (the solution's own
-prints go to /dev/null), so every check yields both a binary verdict (all tests pass) and a
-graded score (fraction of tests passed). Verdict status: pass | fail (tests ran and some
-failed, including syntax errors and exceptions in the model's code) | timeout (the sandbox
-timeout hit; the score counts the tests passed before it) | error (the verifier itself failed).
-
-The harness guards against accidents (solutions that print, exit, shadow names, crash); it
-is not meant to withstand code written to fool it (e.g. returning an object whose `__eq__`
-is always true): that is a limit of in-process unit testing, and the sandbox still contains
-such code.
+for HumanEval either a full function or the body continuing the prompt) and run in the sandbox
+(`sandbox.Sandbox`) by a harness that only COMPUTES: it evaluates the tests' inputs against the
+solution and returns the outputs as plain data (`plain`: exact builtin types; an instance of a
+subclass, a proxy, anything else is that test's fail). The judgement happens in trusted code that
+never runs the candidate's code: MBPP's asserts on the host (the expected side read as a literal
+or computed by the reference solution), HumanEval's `check(candidate)` replayed with its own
+helpers against the recorded outputs. So an object whose `__eq__` is always true, patched
+builtins, a tracer, frames walked for the expected values, or forged report lines can at most
+misreport the program's own outputs. With `extra_tests=N` (on for training rewards, see
+`VerifyConfig.extra_tests`), each problem also gets N hidden tests: inputs mutated from the shown
+ones (`mutate`), expected outputs from the reference solution (and MBPP's challenge tests), so a
+lookup table of the shown asserts fails. Every check yields a binary verdict (all tests pass) and
+a graded score (fraction of tests passed, hidden included). Verdict status: pass | fail (tests
+ran and some failed, including syntax errors, exceptions, non-plain outputs and anything done to
+the report channel or the sandbox) | timeout (the score counts the tests judged before it) |
+error (the verifier itself failed).
 
 Modules, in the order a check goes through them:
 - `extract`: the code in a completion;
-- `specs`: a problem's tests as harness steps, and the sandbox program that runs them;
-- `harness`: the program itself; it runs in the sandbox and is shipped there as text;
-- `verdicts`: the harness's report turned into a `Verdict`;
+- `specs`: a problem's tests split into probes (computed by the candidate) and judgements
+  (trusted), and the sandbox programs that run them;
+- `mutate`: hidden test inputs, mutated from the shown ones;
+- `plain`: outputs as plain data, in and out of the sandbox;
+- `harness`: the programs themselves (candidate `run`, reference `plan`, HumanEval `judge`);
+  they run in the sandbox and are shipped there as text;
+- `verdicts`: the report read strictly, judged, and turned into a `Verdict`;
 - `checker`: `_CodeDomain`, the sandbox, batched `check_many` and the verdict cache;
 - `flags`: what a program reaches for that the harness runs on (frames, gc, builtins, ...), recorded
   per attempt as `attempts.flags`, pass or fail;
@@ -47,30 +54,33 @@ from domains.code.mbpp import MBPP_SPLITS, MBPPDomain
 from domains.code.specs import (
     HARNESS_MODULE,
     HarnessSpec,
-    Step,
+    SpecError,
+    Test,
+    draft_mbpp,
     harness_call,
     harness_prelude,
     harness_program,
-    humaneval_spec,
-    mbpp_spec,
+    humaneval_check,
 )
-from domains.code.verdicts import FEEDBACK_CHARS, HarnessOutputError, verdict_from_run
+from domains.code.verdicts import FEEDBACK_CHARS, ChannelTampered, parse_report, verdict
 
 __all__ = [
     "FEEDBACK_CHARS",
     "HARNESS_MODULE",
     "MBPP_SPLITS",
-    "HarnessOutputError",
+    "ChannelTampered",
     "HarnessSpec",
     "HumanEvalDomain",
     "MBPPDomain",
-    "Step",
+    "SpecError",
+    "Test",
+    "draft_mbpp",
     "extract_code",
     "harness_call",
     "harness_prelude",
     "harness_program",
+    "humaneval_check",
     "humaneval_solution",
-    "humaneval_spec",
-    "mbpp_spec",
-    "verdict_from_run",
+    "parse_report",
+    "verdict",
 ]

@@ -25,9 +25,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
-import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import astuple, replace
 from pathlib import Path
@@ -37,11 +38,14 @@ from cachetools import LRUCache
 
 from domains import DomainError, data_root
 from domains.base import BaseDomain, Problem, Verdict, file_sha256, stable_hash
+from domains.code import plain
 from domains.code.flags import code_flags
-from domains.code.specs import HARNESS_MODULE, HarnessSpec, harness_call, harness_prelude, harness_program
-from domains.code.verdicts import verdict_from_run
+from domains.code.specs import HarnessSpec, SpecError, harness_call, harness_prelude, harness_program
+from domains.code.verdicts import ChannelTampered, NoReport, Report, judge_tests, parse_report, step_outcomes, verdict
 from domains.data import looks_like_path
 from sandbox import ExecResult, Limits, Program, Sandbox
+
+log = logging.getLogger(__name__)
 
 
 def _joined(*flags: str | None) -> str | None:
@@ -64,6 +68,8 @@ class _CodeDomain(BaseDomain):
         workers: int | None = None,
         isolation: str = "auto",
         cache_size: int = 50_000,
+        extra_tests: int = 0,
+        allow_shared_uid: bool = False,
         sandbox: Sandbox | None = None,
         hf_config: str | None = None,
     ) -> None:
@@ -78,6 +84,10 @@ class _CodeDomain(BaseDomain):
         if isinstance(self._source, Path) and not self._source.is_file():
             raise DomainError(f"{self.name} data file not found: {self._source}")
         self.limits = Limits(timeout_s=timeout_s, memory_mb=memory_mb)
+        if not isinstance(extra_tests, int) or extra_tests < 0:
+            raise DomainError(f"{self.name}: extra_tests must be an int >= 0, got {extra_tests!r}")
+        self.extra_tests = extra_tests
+        self.allow_shared_uid = allow_shared_uid
         self._workers = workers
         self._isolation = isolation
         self._cache_size = cache_size
@@ -88,11 +98,12 @@ class _CodeDomain(BaseDomain):
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self._cache: LRUCache[str, Verdict] = LRUCache(maxsize=self._cache_size)
+        self._specs: dict[str, HarnessSpec | str] = {}  # problem id -> finished spec, or why it has none
 
     # -- pickling (e.g. by a process-pool task runner): drop the live sandbox and the cache
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for k in ("_sandbox", "_lock", "_cache", "_external_sandbox"):
+        for k in ("_sandbox", "_lock", "_cache", "_external_sandbox", "_specs"):
             state.pop(k, None)
         return state
 
@@ -116,6 +127,20 @@ class _CodeDomain(BaseDomain):
                 )
             return self._sandbox
 
+    def _separated_sandbox(self) -> Sandbox:
+        """The sandbox, if programs run under a uid of their own. Without one (not root), a program
+        shares the sandbox server's uid and could forge the replies of its whole batch: refuse."""
+        sandbox = self.sandbox
+        # (a stand-in sandbox passed in without the property is taken at its word)
+        if not getattr(sandbox, "uid_separated", True) and not self.allow_shared_uid:
+            raise DomainError(
+                f"{self.name}: code verification needs programs to run under a uid of their own, which takes "
+                "root (the sandbox drops each program to a throw-away uid): run as root (e.g. in the docker "
+                "image); without it a program could forge its batch's results (`pidistill doctor` says so). "
+                "allow_shared_uid=True accepts that risk (tests only)."
+            )
+        return sandbox
+
     def close(self) -> None:
         """Stop the domain's own sandbox workers (a sandbox passed in is left to its owner)."""
         with self._lock:
@@ -130,8 +155,54 @@ class _CodeDomain(BaseDomain):
 
     # -- checking
 
-    def solution_and_spec(self, problem: Problem, completion: str) -> tuple[str, HarnessSpec]:
+    def extract(self, problem: Problem, completion: str) -> str:
+        """The program a completion stands for (the code in it)."""
         raise NotImplementedError
+
+    def _draft(self, problem: Problem) -> tuple[dict[str, Any] | None, Callable[[dict[str, Any] | None], HarnessSpec]]:
+        """A problem's spec before its reference solution ran: the payload of harness.plan (None when
+        nothing needs the reference) and how the plan's answer finishes the spec."""
+        raise NotImplementedError
+
+    def spec_of(self, problem: Problem) -> HarnessSpec:
+        """The problem's finished spec (planned with its reference solution the first time); SpecError
+        when the problem cannot be judged."""
+        spec = self._specs_for([problem])[problem.problem_id]
+        if isinstance(spec, str):
+            raise SpecError(spec)
+        return spec
+
+    def _specs_for(self, problems: list[Problem]) -> dict[str, HarnessSpec | str]:
+        """Finished specs of `problems`, or why one cannot be judged. New problems that need their
+        reference solution are planned in one sandbox batch; specs are kept for the domain's life."""
+        todo: dict[str, tuple[dict[str, Any] | None, Callable[[dict[str, Any] | None], HarnessSpec]]] = {}
+        for p in problems:
+            if p.problem_id in self._specs or p.problem_id in todo:
+                continue
+            try:
+                todo[p.problem_id] = self._draft(p)
+            except (SpecError, SyntaxError, ValueError) as exc:
+                self._specs[p.problem_id] = f"cannot judge {p.problem_id}: {exc}"
+        planned = [pid for pid, (payload, _) in todo.items() if payload is not None]
+        if planned:
+            limits = replace(self.limits, timeout_s=max(self.limits.timeout_s, _PLAN_TIMEOUT_S))
+            runs = self.sandbox.run_many([self._program("plan", todo[pid][0] or {}) for pid in planned], limits)
+            answers = dict(zip(planned, runs))
+        for pid, (payload, finish) in todo.items():
+            try:
+                plan = None if payload is None else _trusted_answer(answers[pid], "plan")
+                self._specs[pid] = finish(plan)
+            except SpecError as exc:
+                log.warning("%s: %s", pid, exc)
+                self._specs[pid] = f"cannot judge {pid}: {exc}"
+        return {p.problem_id: self._specs[p.problem_id] for p in problems}
+
+    def _program(self, function: str, payload: dict[str, Any]) -> Program:
+        sandbox = self.sandbox
+        prelude = getattr(sandbox, "prelude", {})
+        if all(prelude.get(k) == v for k, v in harness_prelude().items()):
+            return harness_call(function, payload)
+        return harness_program(function, payload)  # a sandbox passed in without our prelude
 
     def check(self, problem: Problem, completion: str) -> Verdict:
         return self.check_many([problem], [completion])[0]
@@ -139,16 +210,16 @@ class _CodeDomain(BaseDomain):
     def check_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         """Verdicts in input order. Identical (problem, code) pairs run once, cached ones not at all.
         Programs go to the sandbox in slices as they are built, so that its workers are busy while
-        the host still builds test harnesses (the first time a problem is seen, that is real work)."""
+        the host still builds payloads; HumanEval's judge replays run after, in one batch."""
         if len(problems) != len(completions):
             raise ValueError(f"check_many: {len(problems)} problems but {len(completions)} completions")
         verdicts: list[Verdict | None] = [None] * len(problems)
-        sandbox = self.sandbox
+        sandbox = self._separated_sandbox()
         if len(problems) > 1 and hasattr(sandbox, "start"):
             sandbox.start()  # workers boot while the first programs are built
-        as_call = getattr(sandbox, "prelude", {}).get(HARNESS_MODULE) == harness_prelude()[HARNESS_MODULE]
+        specs = self._specs_for(problems)
         todo: dict[str, list[int]] = {}  # cache key -> indices (identical programs run once)
-        plans: dict[str, tuple[str, HarnessSpec, str]] = {}  # cache key -> solution, spec, nonce
+        jobs: dict[str, tuple[str, HarnessSpec]] = {}  # cache key -> solution, spec
         runs: list[tuple[list[str], Future[list[ExecResult]]]] = []
         pending: list[str] = []
 
@@ -157,10 +228,7 @@ class _CodeDomain(BaseDomain):
             def submit(inline: bool = False) -> None:
                 keys = list(pending)
                 pending.clear()
-                if as_call:
-                    programs: list[Program] = [harness_call(*plans[k]) for k in keys]
-                else:  # a sandbox passed in without our prelude: the harness travels with each program
-                    programs = [harness_program(*plans[k]) for k in keys]
+                programs = [self._program("run", {"solution": jobs[k][0], **jobs[k][1].payload()}) for k in keys]
                 if inline:  # the last slice: this thread would only wait anyway
                     done: Future[list[ExecResult]] = Future()
                     done.set_result(sandbox.run_many(programs, self.limits))
@@ -169,10 +237,16 @@ class _CodeDomain(BaseDomain):
                     runs.append((keys, pool.submit(sandbox.run_many, programs, self.limits)))
 
             for i, (p, c) in enumerate(zip(problems, completions)):
+                spec = specs[p.problem_id]
+                if isinstance(spec, str):  # the problem cannot be judged: the verifier's failure
+                    verdicts[i] = Verdict.error(spec)
+                    continue
                 try:
-                    solution, spec = self.solution_and_spec(p, c)
-                except Exception as exc:  # a problem we cannot build a harness for: verifier error
-                    verdicts[i] = Verdict.error(f"cannot build the test program: {type(exc).__name__}: {exc}")
+                    solution = self.extract(p, c)
+                except Exception as exc:  # whatever the completion holds is its own fail, never an error
+                    verdicts[i] = Verdict(
+                        "fail", False, 0.0, f"no code could be read: {type(exc).__name__}", flags="extract"
+                    )
                     continue
                 if not c.strip() or not solution.strip():  # nothing to run: counted apart from wrong code
                     verdicts[i] = Verdict("fail", False, 0.0, "no code found in the completion", reason="no_answer")
@@ -187,28 +261,55 @@ class _CodeDomain(BaseDomain):
                     verdicts[i] = cached
                     continue
                 todo[key] = [i]
-                plans[key] = (solution, spec, secrets.token_hex(8))
+                jobs[key] = (solution, spec)
                 pending.append(key)
                 if len(pending) >= _CHECK_SLICE << min(len(runs), 4):  # 32, 64, ... 512: start soon,
                     submit()  # then keep batches big (small slices mean more round trips)
             if pending:
                 submit(inline=True)
-            for keys, future in runs:
-                for key, r in zip(keys, future.result()):
-                    spec, nonce = plans[key][1], plans[key][2]
-                    try:
-                        v = verdict_from_run(spec, nonce, r, self.limits.timeout_s)
-                    except Exception as exc:
-                        v = Verdict.crashed(exc)
-                    v = replace(v, flags=_joined(v.flags, code_flags(plans[key][0])))  # pass or fail: recorded
-                    # not verifier errors: infrastructure failures are worth retrying (and cache_size=0:
-                    # no cache, for LRUCache refuses an entry larger than its maxsize)
-                    if v.status != "error" and self._cache_size > 0:
-                        with self._lock:
-                            self._cache[key] = v
-                    for i in todo[key]:
-                        verdicts[i] = v
+            results = {key: r for keys, future in runs for key, r in zip(keys, future.result())}
+        for key, v in self._judged(jobs, results).items():
+            v = replace(v, flags=_joined(v.flags, code_flags(jobs[key][0])))  # pass or fail: recorded
+            # not verifier errors: infrastructure failures are worth retrying (and cache_size=0:
+            # no cache, for LRUCache refuses an entry larger than its maxsize)
+            if v.status != "error" and self._cache_size > 0:
+                with self._lock:
+                    self._cache[key] = v
+            for i in todo[key]:
+                verdicts[i] = v
         return [v if v is not None else Verdict.error("internal: no verdict") for v in verdicts]
+
+    def _judged(self, jobs: dict[str, tuple[str, HarnessSpec]], results: dict[str, ExecResult]) -> dict[str, Verdict]:
+        """Each run judged: on the host (its tests' judgements over its outputs), and for HumanEval by
+        replaying `check` against its recorded outputs, in one sandbox batch of judge programs."""
+        out: dict[str, Verdict] = {}
+        replays: dict[str, tuple[Report, dict[str, Any]]] = {}
+        for key, (_solution, spec) in jobs.items():
+            r = results[key]
+            try:
+                rep = parse_report(r.stdout, spec.n_probes)
+            except (ChannelTampered, NoReport):
+                out[key] = verdict(spec, r, None, self.limits.timeout_s)  # says how it was tampered with
+                continue
+            if spec.check is None or not rep.loaded or (r.sandbox_error and not r.program_ran):
+                out[key] = verdict(spec, r, None, self.limits.timeout_s, rep)
+            else:
+                replays[key] = (rep, spec.check.payload(_recorded(spec, rep)))
+        if replays:
+            keys = list(replays)
+            judged = self.sandbox.run_many([self._program("judge", replays[k][1]) for k in keys], self.limits)
+            for key, j in zip(keys, judged):
+                spec, rep = jobs[key][1], replays[key][0]
+                assert spec.check is not None
+                try:
+                    steps = step_outcomes(_trusted_answer(j, "judge"), len(spec.check.steps))
+                except SpecError as exc:
+                    steps = str(exc)
+                if isinstance(steps, str):
+                    out[key] = Verdict.error(f"the judge of {spec.check.seed} failed: {steps}")
+                    continue
+                out[key] = verdict(spec, results[key], steps + judge_tests(spec.tests, rep), self.limits.timeout_s, rep)
+        return out
 
     def _cache_key(self, problem_id: str, solution: str, spec: HarnessSpec) -> str:
         blob = json.dumps([problem_id, solution, spec.digest, _limits_key(self.limits)])
@@ -221,6 +322,35 @@ class _CodeDomain(BaseDomain):
 
 
 _CHECK_SLICE = 32  # programs in check_many's first sandbox call; each next one doubles (to 512)
+_PLAN_TIMEOUT_S = 120.0  # the reference on up to 4 x extra_tests inputs, twice each, <= 1 s per call
+
+
+def _recorded(spec: HarnessSpec, rep: Report) -> dict[str, list[str]]:
+    """The candidate's outputs for HumanEval's judge, by call: ["v", plain json] | ["e", error].
+    A call it never answered (a timeout) is left out; the judge then fails the step that needs it."""
+    out: dict[str, list[str]] = {}
+    for args, (tag, value) in zip(spec.calls, rep.values[len(spec.exprs) :]):
+        if tag == "v":
+            out[args] = ["v", plain.dumps(value)]
+        else:  # an exception, or an output that is not plain data: the step fails with this text
+            out[args] = ["e", value if tag == "e" else f"NotPlainData: the solution {value}"]
+    return out
+
+
+def _trusted_answer(r: ExecResult, kind: str) -> dict[str, Any]:
+    """The one JSON document `plan` or `judge` prints (trusted code: no candidate ran there)."""
+    if r.sandbox_error:
+        raise SpecError(f"the {kind} program could not run: {r.sandbox_error}")
+    head, _, body = r.stdout.partition(" ")
+    if head != kind or r.status != "ok":
+        raise SpecError(f"the {kind} program ended {r.status}: {(r.stderr or r.stdout)[-400:]}")
+    try:
+        answer = json.loads(body)
+    except ValueError as exc:
+        raise SpecError(f"the {kind} program's answer is not JSON: {body[:200]!r}") from exc
+    if not isinstance(answer, dict):
+        raise SpecError(f"the {kind} program's answer is not an object: {body[:200]!r}")
+    return answer
 
 
 @functools.lru_cache(maxsize=64)

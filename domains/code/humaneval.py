@@ -23,6 +23,7 @@ which returns the same problems.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from domains import DomainError
 from domains.base import Problem
 from domains.code.checker import _CodeDomain
 from domains.code.extract import humaneval_solution
-from domains.code.specs import HarnessSpec, _humaneval_spec_cached, humaneval_spec
+from domains.code.specs import HarnessSpec, extra_tests, humaneval_check, humaneval_plan_payload, humaneval_spec
 from domains.data import read_jsonl
 from domains.pi import PrivilegedInfo, pi_section
 
@@ -68,7 +69,7 @@ class HumanEvalDomain(_CodeDomain):
         for row in self._rows(split)[:limit]:
             try:
                 number = str(row["task_id"]).rsplit("/", 1)[-1]
-                humaneval_spec(row["test"], row["entry_point"])  # fail at load, not at check time
+                humaneval_check(row["prompt"], row["test"], row["entry_point"], "")  # fail at load, not at check time
                 problems.append(
                     Problem(
                         problem_id=f"humaneval/{number}",
@@ -79,7 +80,7 @@ class HumanEvalDomain(_CodeDomain):
                         meta={"task_id": row["task_id"], "entry_point": row["entry_point"]},
                     )
                 )
-            except (KeyError, TypeError, ValueError, SyntaxError) as exc:
+            except (KeyError, TypeError, ValueError, SyntaxError) as exc:  # SpecError is a ValueError
                 raise DomainError(f"{self._source}: bad humaneval row {row.get('task_id')!r}: {exc!r}") from exc
         return problems
 
@@ -98,6 +99,20 @@ class HumanEvalDomain(_CodeDomain):
         )
         return text if pi is None else f"{text}\n\n{pi_section(pi)}"
 
-    def solution_and_spec(self, problem: Problem, completion: str) -> tuple[str, HarnessSpec]:
+    def extract(self, problem: Problem, completion: str) -> str:
+        return humaneval_solution(problem.question, completion, problem.meta["entry_point"])
+
+    def _draft(self, problem: Problem) -> tuple[dict[str, Any] | None, Callable[[dict[str, Any] | None], HarnessSpec]]:
+        """`check(candidate)` run once with the reference behind a recording stub (the inputs each step
+        gives the candidate), and with `extra_tests` on, extra inputs mutated from the literal calls."""
         entry = problem.meta["entry_point"]
-        return humaneval_solution(problem.question, completion, entry), _humaneval_spec_cached(problem.tests[0], entry)
+        check = humaneval_check(problem.question, problem.tests[0], entry, seed=problem.problem_id)
+        names = frozenset({check.arg, entry})
+        extra = extra_tests([s.src for s in check.steps], names, self.extra_tests, problem.problem_id)
+        reference = problem.question + problem.solution
+        want = self.extra_tests
+
+        def finish(plan: dict[str, Any] | None) -> HarnessSpec:
+            return humaneval_spec(check, plan or {}, extra, want)
+
+        return humaneval_plan_payload(check, reference, extra), finish

@@ -24,6 +24,7 @@ as-is for every split. The prompt opens a ```python fence, so the completion sta
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from domains import DomainError
 from domains.base import Problem
 from domains.code.checker import _CodeDomain
 from domains.code.extract import extract_code
-from domains.code.specs import HarnessSpec, mbpp_spec
+from domains.code.specs import HarnessSpec, draft_mbpp
 from domains.data import read_jsonl
 from domains.pi import PrivilegedInfo, pi_section
 
@@ -121,6 +122,21 @@ class MBPPDomain(_CodeDomain):
         )
         return text if pi is None else f"{text}\n\n{pi_section(pi)}"
 
-    def solution_and_spec(self, problem: Problem, completion: str) -> tuple[str, HarnessSpec]:
-        code = extract_code(completion, fence_open=True, entry_point=problem.meta.get("entry_point") or None)
-        return code, mbpp_spec(problem.tests, problem.meta.get("test_setup_code", ""))
+    def extract(self, problem: Problem, completion: str) -> str:
+        return extract_code(completion, fence_open=True, entry_point=problem.meta.get("entry_point") or None)
+
+    def _draft(self, problem: Problem) -> tuple[dict[str, Any] | None, Callable[[dict[str, Any] | None], HarnessSpec]]:
+        """The shown asserts, and with `extra_tests` on, MBPP's challenge tests and that many extra
+        inputs mutated from the shown calls' arguments, judged against the reference solution."""
+        entry = problem.meta.get("entry_point", "")
+        hidden = tuple(problem.meta.get("challenge_test_list") or ()) if self.extra_tests else ()
+        draft = draft_mbpp(
+            problem.tests,
+            problem.meta.get("test_setup_code", ""),
+            entry_point=entry,
+            reference=problem.solution,
+            hidden=hidden,
+            extra=self.extra_tests,
+            seed=problem.problem_id,
+        )
+        return (draft.plan_payload(problem.solution) if draft.needs_plan else None), draft.spec
