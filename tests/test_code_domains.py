@@ -463,3 +463,18 @@ def test_hidden_tests_keep_the_form_of_the_shown_ones():
     assert extra_tests(["assert f(1, 'ab') == 2"], names, 4, "p") == extra_tests(
         ["assert f(1, 'ab') == 2"], names, 4, "p"
     )
+
+
+def test_training_rewards_judge_hidden_tests_and_the_evaluation_the_datasets_own():
+    """Hidden tests decide what trains; the held-out evaluation stays comparable with published pass@1."""
+    from experiments.config import load_config
+    from tasks.domain import domain_of
+
+    cfg = load_config("code-retry")
+    assert cfg.domain.name == "mbpp" and cfg.verify.extra_tests == 8
+    assert domain_of(cfg).extra_tests == 8  # type: ignore[attr-defined]
+    assert domain_of(cfg, rewards=False).extra_tests == 0  # type: ignore[attr-defined]
+    both = load_config("code-retry", ["verify.extra_tests_in_eval=true", "verify.extra_tests=3"])
+    assert domain_of(both, rewards=False).extra_tests == 3  # type: ignore[attr-defined]
+    with pytest.raises(DomainError, match="extra_tests"):
+        MBPPDomain(extra_tests=-1)

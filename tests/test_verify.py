@@ -50,7 +50,7 @@ class CrashingArith(ArithDomain):
 def domain(monkeypatch) -> CrashingArith:
     """The stage's domain (what `domain_of(cfg)` gives verify) is the crashing arith."""
     d = CrashingArith()
-    monkeypatch.setattr(tasks.verify, "domain_of", lambda cfg: d)
+    monkeypatch.setattr(tasks.verify, "domain_of", lambda cfg, **_: d)
     return d
 
 
@@ -281,7 +281,7 @@ def cuda_like_crash(monkeypatch) -> tuple[dict[str, Problem], list[Attempt]]:
     """A checker that crashes with a RuntimeError reading like a device failure, and 4 attempts that
     set it off: the VerifierErrorRate quotes the first crash, CUDA words and all."""
     d = CrashingArith(bug=RuntimeError)
-    monkeypatch.setattr(tasks.verify, "domain_of", lambda cfg: d)
+    monkeypatch.setattr(tasks.verify, "domain_of", lambda cfg, **_: d)
     probs = problems(4)
     completion = f" {CRASH}: CUDA error: device-side assert triggered"
     return probs, [make_attempt(problem_id=p, attempt_id=f"{p}-0", completion=completion) for p in probs]
