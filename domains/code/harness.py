@@ -178,6 +178,9 @@ def _probe(i, emit, solution, thunk):
 # ----------------------------------------------------------------------------- the reference
 
 
+_EXTRA_LIMIT_S = 0.2  # an extra input the reference needs longer for is no fair test of a candidate
+
+
 class _Slow(BaseException):
     """An extra input the reference takes too long on (not an Exception: `except Exception` in the
     reference must not swallow it)."""
@@ -216,15 +219,18 @@ def _plan(spec, result):
         except BaseException as exc:
             exprs.append(["e", _describe(exc, solution)])
     result["exprs"] = exprs
-    extra = []
+    extra, kept = [], 0
     for src in spec["extra"]:  # hidden tests: kept when the reference answers plainly, twice the same
+        if kept == spec["want"]:
+            break
         try:
             run = _evaluator(src, ns)
-            first = plain.dumps(_limited(run, 1.0))
-            again = plain.dumps(_limited(run, 1.0))
+            first = plain.dumps(_limited(run, _EXTRA_LIMIT_S))
+            again = plain.dumps(_limited(run, _EXTRA_LIMIT_S))
             extra.append(first if first == again else None)
         except BaseException:
             extra.append(None)
+        kept += extra[-1] is not None
     result["extra"] = extra
     if spec.get("check"):
         result["steps"] = _record_check(spec["check"], ns)

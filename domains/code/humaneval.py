@@ -115,4 +115,4 @@ class HumanEvalDomain(_CodeDomain):
         def finish(plan: dict[str, Any] | None) -> HarnessSpec:
             return humaneval_spec(check, plan or {}, extra, want)
 
-        return humaneval_plan_payload(check, reference, extra), finish
+        return humaneval_plan_payload(check, reference, extra, want), finish

@@ -189,6 +189,7 @@ class Draft:
             "setup": list(self.setup),
             "exprs": list(self.refs),
             "extra": list(self.extra.exprs) if self.extra and self.want else [],
+            "want": self.want,
             "bind": {},
         }
 
@@ -488,12 +489,13 @@ def humaneval_check(prompt: str, test: str, entry_point: str, seed: str) -> Chec
     return CheckSpec(prompt=prompt, setup=tuple(setup), steps=tuple(steps), entry_point=entry_point, arg=arg, seed=seed)
 
 
-def humaneval_plan_payload(check: CheckSpec, reference: str, extra: Extra | None) -> dict[str, Any]:
+def humaneval_plan_payload(check: CheckSpec, reference: str, extra: Extra | None, want: int) -> dict[str, Any]:
     return {
         "solution": reference,
         "setup": list(check.setup),
         "exprs": [],
         "extra": list(extra.exprs) if extra else [],
+        "want": want,
         "bind": {check.arg: check.entry_point},  # the hidden tests' expressions say `candidate(...)`
         "check": {
             "steps": [s.src for s in check.steps],
