@@ -631,6 +631,13 @@ if shmid >= 0:
     ctypes.memmove(addr, b"left for the next program", 25)
 """
 
+POSIX_MQUEUE = """
+import ctypes, os
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+q = rt.mq_open(b"/left", FLAGS, 0o600, None)
+print(q >= 0, ctypes.get_errno())
+"""
+
 EMPTY = "import os; print(sorted(os.listdir('.')), sorted(os.listdir('/dev/shm')))"  # an honest next program
 
 
@@ -672,6 +679,11 @@ CASES = [
         "sysv_shm",
         (SYSV_SHM.replace("MODE", "4096, 0o1666"), SYSV_SHM.replace("MODE", "0, 0")),
         lambda rs: rs[0].stdout == "True 0\n" and rs[1].stdout == "False 2\n",  # ENOENT: a fresh IPC namespace
+    ),
+    Neighbours(
+        "posix_mqueue",  # none may be made (RLIMIT_MSGQUEUE 0), so none is left for the next program
+        (POSIX_MQUEUE.replace("FLAGS", "os.O_CREAT | os.O_RDWR"), POSIX_MQUEUE.replace("FLAGS", "os.O_RDWR")),
+        lambda rs: rs[0].stdout == "False 24\n" and rs[1].stdout == "False 2\n",  # EMFILE, then ENOENT
     ),
     Neighbours(
         "dev_shm",
