@@ -49,15 +49,18 @@ What is protected against (bubblewrap mode, `isolation="bwrap"`):
     per program; the child reads its own body from the host's pipe, and output goes from the
     child's pipes to memfds to the host inside the kernel), so a program's memory (ctypes,
     /proc/self/mem, gc) holds nothing of the programs before or after it in its batch. The
-    child keeps fds 0 (/dev/null), 1, 2 (its output pipes) and 3 (its status pipe) only, and
-    gets a fresh IPC namespace (SysV shared memory, semaphores, message queues die with it);
+    child keeps fds 0 (/dev/null), 1, 2 (its output pipes) and 3 (its status pipe) only. No IPC
+    object outlives its program: as root the server starts the next program in a fresh IPC
+    namespace whenever one left SysV shared memory, semaphores or message queues (without root
+    every program gets its own), and POSIX message queues cannot be created (RLIMIT_MSGQUEUE 0);
     its files and /dev/shm entries are removed before the next program starts.
   * Verdicts: nothing a program does is reported as a sandbox failure. The child signals `R`
     on its status pipe once set up, before the program's first byte runs (`ExecResult.program_ran`);
     only a failure before that is a `sandbox_error`. Bytes it writes to the status pipe after
-    that are ignored (but `M`: a MemoryError). A program whose worker dies under it (it killed
-    or starved its server) is rerun alone on a fresh worker; if that dies too, its status is
-    "killed". Files it leaves that cannot be removed set `ExecResult.damage` (the worker is
+    that are ignored (but `M`: a MemoryError). A program whose worker dies under it is rerun
+    alone on a fresh worker; if that dies too, its status is "killed" where programs share the
+    server's uid (it could have killed its server), and a sandbox error where they run under
+    their own (it cannot signal it). Files it leaves that cannot be removed set `ExecResult.damage` (the worker is
     replaced; a verifier should fail such a program).
   * Environment: cleared; a program sees PATH, HOME, TMPDIR, LANG only (no host secrets).
   * Processes: private pid namespace (the program sees nothing of the host and cannot signal
@@ -83,8 +86,9 @@ What is NOT protected against:
     non-dumpable flag, read the server's memory or write its reply pipe and forge other
     programs' results. Do not trust verdicts from such a sandbox.
   * Reading world-readable files under /usr and /etc (no secrets should live there).
-  * A program interfering with the test harness it is embedded in (e.g. overriding `__eq__`):
-    that is the verifier's concern (see domains/code.py), not the sandbox's.
+  * A program interfering with code running in its own process (a test harness it is embedded
+    in): that is the verifier's concern. The code domains keep all judgement out of that
+    process (domains/code/__init__.py), and refuse a sandbox without `uid_separated`.
 
 Fallback without bubblewrap (`isolation="rlimits"` or "rlimits+netns"): the same fork-server
 runs directly on the host with the same rlimits, the same timeout kill and subreaper cleanup,
