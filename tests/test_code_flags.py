@@ -128,3 +128,16 @@ def test_the_harness_own_grammar_still_reads_as_before():
     assert load.status == "fail" and "NameError" in load.feedback and load.flags is None
     bad_start = verdict(spec, _report("start 5"), None, 10.0)
     assert bad_start.status == "error"  # before `start` nothing of the program ran: the verifier's fault
+
+
+def test_the_text_prefilter_never_misses_what_the_parse_finds():
+    """Code without any trigger word is not parsed: on every reference solution and every attack
+    program the shortcut gives what parsing gives."""
+    from domains import get_domain
+    from domains.code.flags import _parsed_flags
+    from tests.test_code_adversarial import ATTACKS_HUMANEVAL, ATTACKS_MBPP
+
+    codes = [p.solution for s in ("prompt", "test", "validation", "train") for p in get_domain("mbpp").load(s)]
+    codes += [p.question + p.solution for p in get_domain("humaneval").load("test")]
+    codes += [*ATTACKS_MBPP.values(), *ATTACKS_HUMANEVAL.values(), "ｉｍｐｏｒｔ ｇｃ", 'x = "\\x2fproc/self"']
+    assert [c for c in codes if code_flags(c) != _parsed_flags(c)] == []

@@ -24,6 +24,7 @@ The code is parsed (never run); code that does not parse gets no flags (it canno
 from __future__ import annotations
 
 import ast
+import re
 
 _MODULES = {
     "gc": "gc",
@@ -80,8 +81,33 @@ _BUILTIN_TYPES = {"str", "int", "float", "complex", "list", "tuple", "dict", "se
 _PATHS = ("/proc/", "/dev/fd")
 
 
+# Every name the walk below can flag, and the text of the paths: code without any of them (most honest
+# code) is not parsed at all. Parsing and walking cost ~0.3 ms a program on the host, as much as the
+# sandbox's own work for it. Identifiers are compared as written, so code with non-ASCII characters
+# (NFKC turns a fullwidth `ｇｃ` into `gc`) or backslashes (an escaped "\x2fproc") is always parsed.
+_TRIGGERS = re.compile(
+    r"\b(?:"
+    + "|".join(sorted(map(re.escape, {*_MODULES, *_ATTRIBUTES, *_NAMES, *_DUNDER_EQ, "os"}), key=len, reverse=True))
+    + r")\b|"
+    + "|".join(map(re.escape, _PATHS))
+)
+_CLASS = re.compile(r"\bclass\b")  # a class flags only with a dunder (above) or a builtin base named in it
+_BUILTIN_TYPE = re.compile(r"\b(?:" + "|".join(sorted(_BUILTIN_TYPES)) + r")\b")
+
+
 def code_flags(code: str) -> str | None:
     """The flag families `code` touches, sorted and comma-joined; None when it touches none."""
+    if (
+        code.isascii()
+        and "\\" not in code
+        and not _TRIGGERS.search(code)
+        and not (_CLASS.search(code) and _BUILTIN_TYPE.search(code))
+    ):
+        return None
+    return _parsed_flags(code)
+
+
+def _parsed_flags(code: str) -> str | None:
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
