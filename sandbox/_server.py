@@ -876,6 +876,9 @@ def main():
     _DEVNULL = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
     _load_prelude(cfg.get("prelude", {}))
     _warm_up()
+    # Resolve the libc symbol and ctypes call path of close_range here, once (it closes nothing up
+    # there): otherwise every child binds it lazily itself, paying page faults for the server's work.
+    _close_fds_from(1 << 20)
     import gc
 
     gc.collect()
