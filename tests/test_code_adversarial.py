@@ -301,3 +301,22 @@ def test_shared_uid_refuses_to_verify(monkeypatch):
             d.check(p, fenced(p.solution))
     finally:
         d.close()
+
+
+def test_a_judge_that_cannot_finish_on_the_outputs_is_the_candidates_fail(humaneval):
+    """J: HumanEval's judge runs only the dataset's code, which finished on the reference's outputs: if
+    it cannot finish on a candidate's (too slow, out of memory), that is the candidate's verdict; only a
+    judge the sandbox could not run is a verifier error."""
+    from domains.code.verdicts import parse_report
+    from sandbox import ExecResult
+
+    p = _he(humaneval, 0)
+    spec = humaneval.spec_of(p)
+    ran = ExecResult("ok", 0, f"start {spec.n_probes}\nloaded\n", "", 0.1, "bwrap", program_ran=True)
+    rep = parse_report(ran.stdout, spec.n_probes)
+    slow = ExecResult("timeout", None, "", "", 5.0, "bwrap", program_ran=True)
+    memory = ExecResult("memory", 1, "", "MemoryError", 0.1, "bwrap", program_ran=True)
+    broken = ExecResult("error", None, "", "", 0.0, "bwrap", sandbox_error="worker did not start")
+    assert humaneval._replayed(spec, ran, rep, slow).status == "timeout"
+    assert humaneval._replayed(spec, ran, rep, memory).status == "fail"
+    assert humaneval._replayed(spec, ran, rep, broken).status == "error"

@@ -287,29 +287,42 @@ class _CodeDomain(BaseDomain):
         for key, (_solution, spec) in jobs.items():
             r = results[key]
             try:
-                rep = parse_report(r.stdout, spec.n_probes)
-            except (ChannelTampered, NoReport):
-                out[key] = verdict(spec, r, None, self.limits.timeout_s)  # says how it was tampered with
-                continue
-            if spec.check is None or not rep.loaded or (r.sandbox_error and not r.program_ran):
-                out[key] = verdict(spec, r, None, self.limits.timeout_s, rep)
-            else:
-                replays[key] = (rep, spec.check.payload(_recorded(spec, rep)))
+                try:
+                    rep = parse_report(r.stdout, spec.n_probes)
+                except (ChannelTampered, NoReport):
+                    out[key] = verdict(spec, r, None, self.limits.timeout_s)  # says how it was tampered with
+                    continue
+                if spec.check is None or not rep.loaded or (r.sandbox_error and not r.program_ran):
+                    out[key] = verdict(spec, r, None, self.limits.timeout_s, rep)
+                else:
+                    replays[key] = (rep, spec.check.payload(_recorded(spec, rep)))
+            except Exception as exc:  # a bug of ours: an ERROR verdict, never a wrong answer
+                out[key] = Verdict.crashed(exc)
         if replays:
             keys = list(replays)
             judged = self.sandbox.run_many([self._program("judge", replays[k][1]) for k in keys], self.limits)
             for key, j in zip(keys, judged):
-                spec, rep = jobs[key][1], replays[key][0]
-                assert spec.check is not None
                 try:
-                    steps = step_outcomes(_trusted_answer(j, "judge"), len(spec.check.steps))
-                except SpecError as exc:
-                    steps = str(exc)
-                if isinstance(steps, str):
-                    out[key] = Verdict.error(f"the judge of {spec.check.seed} failed: {steps}")
-                    continue
-                out[key] = verdict(spec, results[key], steps + judge_tests(spec.tests, rep), self.limits.timeout_s, rep)
+                    out[key] = self._replayed(jobs[key][1], results[key], replays[key][0], j)
+                except Exception as exc:
+                    out[key] = Verdict.crashed(exc)
         return out
+
+    def _replayed(self, spec: HarnessSpec, r: ExecResult, rep: Report, j: ExecResult) -> Verdict:
+        """HumanEval's verdict from the judge's replay `j` of check() over the candidate's outputs."""
+        assert spec.check is not None
+        if not j.sandbox_error and j.status != "ok":
+            # The judge is the dataset's code and ran fine on the reference's outputs: what it could
+            # not finish on (too slow, too much memory, a crash) is this candidate's outputs.
+            why = f"The tests could not be judged on the solution's outputs (judge {j.status})."
+            return Verdict("timeout" if j.status == "timeout" else "fail", False, 0.0, why)
+        try:
+            steps = step_outcomes(_trusted_answer(j, "judge"), len(spec.check.steps))
+        except SpecError as exc:
+            steps = str(exc)
+        if isinstance(steps, str):
+            return Verdict.error(f"the judge of {spec.check.seed} failed: {steps}")
+        return verdict(spec, r, steps + judge_tests(spec.tests, rep), self.limits.timeout_s, rep)
 
     def _cache_key(self, problem_id: str, solution: str, spec: HarnessSpec) -> str:
         blob = json.dumps([problem_id, solution, spec.digest, _limits_key(self.limits)])
@@ -322,7 +335,7 @@ class _CodeDomain(BaseDomain):
 
 
 _CHECK_SLICE = 32  # programs in check_many's first sandbox call; each next one doubles (to 512)
-_PLAN_TIMEOUT_S = 120.0  # the reference on up to 4 x extra_tests inputs, twice each, <= 1 s per call
+_PLAN_TIMEOUT_S = 120.0  # the reference on up to 4 x extra_tests inputs, twice each, <= 0.2 s per call
 
 
 def _recorded(spec: HarnessSpec, rep: Report) -> dict[str, list[str]]:
