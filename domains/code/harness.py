@@ -146,9 +146,10 @@ def _run(spec, emit):
 
 
 def _evaluator(code, ns):
-    if isinstance(code, str):
-        code = compile(code, "test.py", "eval", dont_inherit=True)
-    return lambda: eval(code, ns)
+    def evaluate():  # compiled inside: an expression that does not compile is that input's error
+        return eval(compile(code, "test.py", "eval", dont_inherit=True) if isinstance(code, str) else code, ns)
+
+    return evaluate
 
 
 def _caller(fn, args):
@@ -200,11 +201,10 @@ def _limited(thunk, seconds):
 
 
 def plan(spec):
-    result = {}
-    _channel(lambda emit: emit("plan " + json.dumps(_plan(spec, result))))
+    _channel(lambda emit: emit("plan " + json.dumps(_plan(spec))))
 
 
-def _plan(spec, result):
+def _plan(spec):
     """Expected values from the reference solution. Errors are reported, not raised: the host says
     which problem's reference does not run."""
     solution = spec["solution"]
@@ -218,7 +218,7 @@ def _plan(spec, result):
             exprs.append(["v", plain.dumps(eval(compile(src, "test.py", "eval", dont_inherit=True), ns))])
         except BaseException as exc:
             exprs.append(["e", _describe(exc, solution)])
-    result["exprs"] = exprs
+    result = {"exprs": exprs}
     extra, kept = [], 0
     for src in spec["extra"]:  # hidden tests: kept when the reference answers plainly, twice the same
         if kept == spec["want"]:
