@@ -1,0 +1,353 @@
+"""SQL over a team's history: query time against the number of files, vs JSONL + pandas (issue 18).
+
+    .venv/bin/python benchmarks/sql_scale.py                       # 1M attempts in 40 runs, ~10 minutes
+    .venv/bin/python benchmarks/sql_scale.py --attempts 100000 --runs 8 --keep /tmp/history
+
+Builds a history with the project's own writer (`storage.writer.write_rows`, the paths `RoundKey.path`
+uses): `--runs` runs of 3 arms x 3 seeds x 2 rounds, each (arm, seed, round) with the files a real
+run writes there (attempts of the train and eval phases with retry levels 0-3, sft_examples,
+evaluations, trainings, and one `stages` row file per stage and level), prompts and completions of
+realistic length (GSM8K questions and worked answers from the bundled data). Then it times each
+question of the SQL cookbook:
+
+- `pidistill sql`, cold: a new process per query (`python -m cli.main sql ...`), wall time of the
+  whole process, and the query's own time inside a new process (`storage.catalog.query`, catalog
+  built beforehand, as a user's second command would find it);
+- JSONL + pandas, what verl/prime-rl users do: the same rows as one JSONL dump per (run, arm, seed,
+  round) step; first answer = load every dump with pandas and group; repeated = group the frame
+  already in memory.
+
+Prints one row per query with the ratio; nothing is asserted (the target, < 0.2 s per query from a
+cold process at 1M attempts, is issue 18's).
+
+Measured before any compaction (2026-12-04, 2-CPU VM, load ~1; defaults: 999,360 attempts in 40
+runs, 12,240 parquet files, 349 MiB, written in 23 s; median of 3 cold processes per query):
+
+    question                           sql cold process  sql query  pandas 1st  pandas again
+    pass rate by run/arm/seed/round              1.21 s    0.632 s      31.2 s       3.246 s
+    reject reasons                               1.25 s    0.662 s      28.9 s       0.918 s
+    retries joined to failed parents             1.91 s    1.401 s      32.9 s       4.985 s
+    one run by retry level                       1.19 s    0.583 s      28.5 s       0.548 s
+    solved by one arm, not another               1.83 s    1.126 s      29.5 s       1.559 s
+
+(JSONL + pandas: loading the 999,360 rows takes 28 s.) A cold `pidistill sql "select 1"` alone
+takes 0.67 s, 0.42 s of it importing pandas (storage.catalog imports it at the top).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from storage.schema import TABLES  # noqa: E402
+from storage.writer import shard_path, write_rows  # noqa: E402
+
+ARMS = ("no-retry", "retry-feedback", "double-sample")
+SEEDS = (0, 1, 2)
+ROUNDS = (1, 2)
+LEVELS = (0, 1, 2, 3)
+LEVEL_SHARE = (0.55, 0.22, 0.13, 0.10)  # first tries, then fewer retries at each level
+TRAIN_STAGES = ("sample", "verify")  # one stages file per level each; filter, train, evaluate once
+
+
+# ----------------------------------------------------------------------------- the history
+
+
+def texts() -> tuple[list[str], list[str]]:
+    rows = [json.loads(line) for line in (ROOT.parent / "shared/data/gsm8k/train.jsonl").open()]
+    return [r["question"] for r in rows], [r["answer"] for r in rows]
+
+
+def attempts_table(run: str, arm: str, seed: int, rnd: int, phase: str, n: int, rng: np.random.Generator, qs, ans):
+    """`n` attempts of one (run, arm, seed, round, phase), retry levels and parents like a real round."""
+    if phase == "train":
+        levels = rng.choice(len(LEVELS), size=n, p=LEVEL_SHARE).astype(np.int32)
+    else:
+        levels = np.zeros(n, dtype=np.int32)
+    problems = rng.integers(0, 500, size=n)
+    passed = rng.random(n) < (0.35 + 0.05 * rnd + 0.08 * levels)
+    pick = rng.integers(0, len(qs), size=n)
+    ids = [f"{run}-{arm}-{seed}-{rnd}-{phase}-{i}" for i in range(n)]
+    parents = [ids[i - 1] if levels[i] > 0 and i > 0 else None for i in range(n)]
+    prompts = [qs[j] + "\nLet's think step by step." for j in pick]
+    completions = [ans[j] for j in pick]
+    accepted = passed if phase == "train" else np.zeros(n, dtype=bool)
+    reasons = np.where(passed, None, np.where(rng.random(n) < 0.8, "failed", "duplicate"))
+    now = datetime.now(UTC)
+    cols = {
+        "run_id": [run] * n,
+        "arm": [arm] * n,
+        "seed": np.full(n, seed, dtype=np.int32),
+        "round": np.full(n, rnd, dtype=np.int32),
+        "phase": [phase] * n,
+        "problem_id": [f"gsm8k-{p}" for p in problems],
+        "attempt_id": ids,
+        "attempt_idx": levels,
+        "sample_idx": np.zeros(n, dtype=np.int32),
+        "parent_id": parents,
+        "model_ref": [f"{run}/{arm}/seed{seed}/round{rnd - 1}"] * n,
+        "sampler": ["hf"] * n,
+        "temperature": np.full(n, 0.8),
+        "pi_kind": [("verifier_feedback" if lv else None) for lv in levels],
+        "pi_text": [("Your answer was wrong." if lv else None) for lv in levels],
+        "prompt": prompts,
+        "teacher_prompt": [None] * n,
+        "completion": completions,
+        "status": np.where(passed, "pass", "fail"),
+        "passed": passed,
+        "score": passed.astype(float),
+        "feedback": np.where(passed, "", "expected 42"),
+        "n_prompt_tokens": np.array([len(p) // 4 for p in prompts], dtype=np.int32),
+        "n_completion_tokens": np.array([len(c) // 4 for c in completions], dtype=np.int32),
+        "accepted": accepted if phase == "train" else [None] * n,
+        "reject_reason": reasons if phase == "train" else [None] * n,
+        "created_at": [now] * n,
+        "fail_reason": [None] * n,
+        "flags": [None] * n,
+    }
+    return pa.table(cols, schema=TABLES["attempts"])
+
+
+def key_rows(run: str, arm: str, seed: int, rnd: int) -> dict:
+    return {"run_id": run, "arm": arm, "seed": seed, "round": rnd}
+
+
+def build(home: Path, n_runs: int, n_attempts: int, seed: int = 0) -> dict:
+    """Write the history; returns counts (files, rows, bytes, seconds)."""
+    rng = np.random.default_rng(seed)
+    qs, ans = texts()
+    per_key = max(1, n_attempts // (n_runs * len(ARMS) * len(SEEDS) * len(ROUNDS)))
+    t0, files, rows = time.perf_counter(), 0, 0
+    now = datetime.now(UTC)
+    for r in range(n_runs):
+        run = f"bench-{r:03d}"
+        for arm in ARMS:
+            for s in SEEDS:
+                for rnd in ROUNDS:
+                    k = key_rows(run, arm, s, rnd)
+                    n_eval = per_key // 6
+                    train = attempts_table(run, arm, s, rnd, "train", per_key - n_eval, rng, qs, ans)
+                    evals = attempts_table(run, arm, s, rnd, "eval", n_eval, rng, qs, ans)
+                    write_rows(shard_path(home, run, "attempts", arm, s, rnd, "train"), train, "attempts")
+                    write_rows(shard_path(home, run, "attempts", arm, s, rnd, "eval"), evals, "attempts")
+                    acc = train.filter(pa.compute.equal(train["accepted"], True))
+                    sft = [
+                        {**k, "problem_id": p, "attempt_id": a, "prompt": pr, "completion": c}
+                        for p, a, pr, c in zip(
+                            acc["problem_id"].to_pylist(),
+                            acc["attempt_id"].to_pylist(),
+                            acc["prompt"].to_pylist(),
+                            acc["completion"].to_pylist(),
+                        )
+                    ]
+                    write_rows(shard_path(home, run, "sft_examples", arm, s, rnd, "train"), sft, "sft_examples")
+                    ev = [
+                        {**k, "problem_id": f"gsm8k-{p}", "model_ref": "m", "n": 4, "n_pass": int(rng.integers(0, 5))}
+                        for p in range(100)
+                    ]
+                    write_rows(shard_path(home, run, "evaluations", arm, s, rnd, "eval"), ev, "evaluations")
+                    tr = [
+                        {
+                            **k,
+                            "method": "sft",
+                            "init_model_ref": "m",
+                            "n_examples": len(sft),
+                            "steps": 10,
+                            "lr": 1e-5,
+                            "final_loss": 0.5,
+                            "checkpoint": "c",
+                            "seconds": 60.0,
+                        }
+                    ]
+                    write_rows(shard_path(home, run, "trainings", arm, s, rnd, "train"), tr, "trainings")
+                    stages = [(st, lv) for st in TRAIN_STAGES for lv in LEVELS] + [
+                        ("filter", 0),
+                        ("train", 0),
+                        ("evaluate", 0),
+                    ]
+                    for st, lv in stages:
+                        row = {
+                            **k,
+                            "stage": st,
+                            "attempt_idx": lv,
+                            "model_ref": "m",
+                            "n_items": 100,
+                            "n_prompt_tokens": 1000,
+                            "n_completion_tokens": 1000,
+                            "verifier_calls": 100,
+                            "seconds": 1.0,
+                            "cpu_seconds": 1.0,
+                            "started_at": now,
+                            "shard": None,
+                            "worker": "bench",
+                        }
+                        write_rows(shard_path(home, run, "stages", arm, s, rnd, f"{st}-{lv}"), [row], "stages")
+                    files += 6 + len(stages)
+                    rows += train.num_rows + evals.num_rows
+    size = sum(f.stat().st_size for f in home.rglob("*.parquet"))
+    return {"files": files, "attempts": rows, "bytes": size, "seconds": time.perf_counter() - t0}
+
+
+def dump_jsonl(home: Path, out: Path) -> int:
+    """The same attempts as per-step JSONL dumps (one per run, arm, seed, round), as RL frameworks write."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for f in sorted(home.glob("*/attempts/arm=*/seed=*/round=*/*.parquet")):
+        run, _, arm, seed, rnd = f.parts[-6], f.parts[-5], f.parts[-4], f.parts[-3], f.parts[-2]
+        dest = out / run / f"{arm}-{seed}-{rnd}.jsonl"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        df = pq.read_table(f).to_pandas()
+        df["created_at"] = df["created_at"].astype(str)
+        with dest.open("a") as fh:
+            df.to_json(fh, orient="records", lines=True)
+        n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------- the questions
+
+ONE_RUN = "bench-000"
+QUERIES: dict[str, str] = {
+    "pass rate by run/arm/seed/round": """
+        select run_id, arm, seed, round, avg(passed::int) as pass_rate, count(*) as n
+        from attempts where phase = 'train' group by all order by all""",
+    "reject reasons": """
+        select arm, reject_reason, count(*) as n from attempts
+        where phase = 'train' and not accepted group by all order by all""",
+    "retries joined to failed parents": """
+        select r.arm, r.attempt_idx, count(*) as retries, avg(r.passed::int) as fixed
+        from attempts r join attempts f on r.parent_id = f.attempt_id
+        where r.attempt_idx > 0 and not f.passed group by all order by all""",
+    "one run by retry level": f"""
+        select arm, attempt_idx, count(*) as n, avg(passed::int) as pass_rate
+        from attempts where run_id = '{ONE_RUN}' and phase = 'train' group by all order by all""",
+    "solved by one arm, not another": f"""
+        select count(*) as n from (
+          select problem_id from attempts where run_id = '{ONE_RUN}' and arm = 'retry-feedback' and passed
+          except
+          select problem_id from attempts where run_id = '{ONE_RUN}' and arm = 'no-retry' and passed)""",
+}
+
+
+def pandas_answer(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """The same questions, as a pandas user writes them."""
+    train = df[df.phase == "train"]
+    if name == "pass rate by run/arm/seed/round":
+        return train.groupby(["run_id", "arm", "seed", "round"]).passed.agg(["mean", "size"]).reset_index()
+    if name == "reject reasons":
+        return train[train.accepted == False].groupby(["arm", "reject_reason"]).size().reset_index()  # noqa: E712
+    if name == "retries joined to failed parents":
+        j = train[train.attempt_idx > 0].merge(df, left_on="parent_id", right_on="attempt_id", suffixes=("", "_f"))
+        j = j[j.passed_f == False]  # noqa: E712
+        return j.groupby(["arm", "attempt_idx"]).passed.agg(["size", "mean"]).reset_index()
+    if name == "one run by retry level":
+        one = train[train.run_id == ONE_RUN]
+        return one.groupby(["arm", "attempt_idx"]).passed.agg(["size", "mean"]).reset_index()
+    one = df[(df.run_id == ONE_RUN) & (df.passed == True)]  # noqa: E712
+    a = set(one[one.arm == "retry-feedback"].problem_id)
+    b = set(one[one.arm == "no-retry"].problem_id)
+    return pd.DataFrame({"n": [len(a - b)]})
+
+
+def load_jsonl(root: Path) -> pd.DataFrame:
+    return pd.concat(
+        [pd.read_json(f, lines=True) for f in sorted(root.rglob("*.jsonl"))],
+        ignore_index=True,
+    )
+
+
+def timed_subprocess(argv: list[str], env: dict) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed: {out.stderr[-800:]}")
+    return time.perf_counter() - t, out.stdout
+
+
+QUERY_ONLY = """
+import sys, time
+from storage.catalog import query
+t = time.perf_counter()
+query(sys.argv[1])
+print(time.perf_counter() - t)
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--attempts", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3, help="cold processes per query (median reported)")
+    ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the history here and keep it")
+    args = ap.parse_args()
+
+    home = args.keep or Path(tempfile.mkdtemp(prefix="pidistill-sql-scale-"))
+    env = {**os.environ, "PIDISTILL_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    try:
+        if not any(home.glob("*/attempts")):
+            stats = build(home, args.runs, args.attempts)
+            print(
+                f"history: {stats['attempts']:,} attempts in {args.runs} runs, {stats['files']:,} parquet files, "
+                f"{stats['bytes'] / 2**20:.0f} MiB, written in {stats['seconds']:.0f} s"
+            )
+        else:
+            print(f"history: reusing {home} ({sum(1 for _ in home.rglob('*.parquet')):,} parquet files)")
+        jsonl = home.parent / (home.name + "-jsonl")
+        if not jsonl.exists():
+            dump_jsonl(home, jsonl)
+        subprocess.run(
+            [sys.executable, "-c", "from storage.catalog import ensure_catalog; ensure_catalog()"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+        )
+        print(f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
+
+        t = time.perf_counter()
+        frame = load_jsonl(jsonl)
+        load_s = time.perf_counter() - t
+        print(f"JSONL + pandas: loading {len(frame):,} rows takes {load_s:.1f} s\n")
+        print(
+            f"{'question':<34} {'sql cold process':>16} {'sql query':>10} {'pandas 1st':>11} {'pandas again':>13}  ratio(1st/query)"
+        )
+        for name, sql in QUERIES.items():
+            procs, inner = [], []
+            for _ in range(args.repeat):
+                s, _out = timed_subprocess([sys.executable, "-m", "cli.main", "sql", " ".join(sql.split())], env)
+                procs.append(s)
+                _s, out = timed_subprocess([sys.executable, "-c", QUERY_ONLY, sql], env)
+                inner.append(float(out.strip().splitlines()[-1]))
+            t = time.perf_counter()
+            pandas_answer(name, frame)
+            again = time.perf_counter() - t
+            first = load_s + again
+            q = statistics.median(inner)
+            print(
+                f"{name:<34} {statistics.median(procs):>14.2f} s {q:>8.3f} s {first:>9.1f} s {again:>11.3f} s  {first / q:>6.1f}x"
+            )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(home.parent / (home.name + "-jsonl"), ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
