@@ -282,3 +282,31 @@ def test_report_files_render_and_artifacts_are_published(home, tmp_path):
         pytest.skip("no chromium here: report.html was not rendered (make report-screenshot installs it)")
     png = screenshot(path, tmp_path / "report.png")
     assert png.stat().st_size > 50_000  # a page with tables and a plot, not a blank one
+
+
+def test_every_query_of_the_sql_cookbook_runs_on_a_real_run(home):
+    """docs/sql.md cannot rot: each ```sql block runs against the small experiment's catalog (issue 18),
+    its placeholders filled with that run's id and config hash, and the per-run questions have rows."""
+    import re
+
+    cookbook = (Path(__file__).resolve().parent.parent / "docs" / "sql.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", cookbook, re.S)
+    assert len(blocks) >= 25
+    config_hash = query("select config_hash from runs where run_id = 'small-a'").config_hash[0]
+    failed, empty = [], []
+    for sql in blocks:
+        filled = sql.replace("<run id>", "small-a").replace("<config hash>", config_hash)
+        assert "<" not in re.sub(r"<=|<>|< ", "", filled), f"an unfilled placeholder in:\n{sql}"
+        try:
+            df = query(filled)
+        except Exception as exc:  # every failing block is named at once
+            failed.append(f"{exc}\n{sql}")
+            continue
+        if "'small-a'" in filled and not any(x in filled for x in NOT_IN_THIS_EXPERIMENT) and not len(df):
+            empty.append(sql)
+    assert failed == []
+    assert empty == [], empty
+
+
+# What the small arith experiment has none of: code flags, OPSD rollouts, diagnoses, sharded stages.
+NOT_IN_THIS_EXPERIMENT = ("flags is not null", "'opsd'", "'diagnosis'", "shard is not null")
