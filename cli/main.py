@@ -262,6 +262,31 @@ def sql(query: str, *, format: Literal["table", "csv"] = "table", max_rows: int 
 
 
 @app.command
+def export(run_id: str, *, to: str, force: bool = False) -> int:
+    """Write a run's attempts and SFT examples as a Hugging Face dataset (parquet + dataset card).
+
+    Parameters
+    ----------
+    run_id
+        The run to export (`pidistill sql "select run_id, status from runs"` lists them).
+    to
+        A folder (load it with `datasets.load_dataset(DIR, "attempts")`), or hf://owner/name to push
+        it to the Hub as a dataset repository (needs network and a token).
+    force
+        Replace a folder that holds an earlier export.
+    """
+    from storage.export import ExportError, export_run
+
+    try:
+        where = export_run(run_id, to if to.startswith("hf://") else Path(to), force=force)
+    except ExportError as exc:
+        print(f"pidistill export: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {run_id} to {where}")
+    return 0
+
+
+@app.command
 def report(*run_ids: str, screenshot: Path | None = None) -> int:
     """(Re)write report.md and report.html of runs (default: the latest) and print their tables.
 

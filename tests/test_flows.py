@@ -310,3 +310,35 @@ def test_every_query_of_the_sql_cookbook_runs_on_a_real_run(home):
 
 # What the small arith experiment has none of: code flags, OPSD rollouts, diagnoses, sharded stages.
 NOT_IN_THIS_EXPERIMENT = ("flags is not null", "'opsd'", "'diagnosis'", "shard is not null")
+
+
+def test_export_writes_a_dataset_that_load_dataset_reads(home, tmp_path, capsys):
+    """`pidistill export RUN --to DIR` (issue 18): the run's attempts and SFT examples as an HF dataset,
+    row for row what SQL sees, with a card naming the run; bad requests are clear errors."""
+    import datasets
+
+    dest = tmp_path / "export"
+    assert main(["export", "small-a", "--to", str(dest)]) == 0
+    for table in ("attempts", "sft_examples"):
+        ds = datasets.load_dataset(str(dest), table, split="train")
+        want = query(f"select count(*) n from {table} where run_id = 'small-a'").n[0]
+        assert len(ds) == want > 0
+        assert set(ds.column_names) == set(query(f"select * from {table} limit 0").columns)
+    run = query("select config_hash, code_version from runs where run_id = 'small-a'").iloc[0]
+    card = (dest / "README.md").read_text()
+    assert "small-a" in card and run.config_hash in card and run.code_version in card
+    assert "| `attempt_idx` |" in card  # every column described
+    capsys.readouterr()
+
+    assert main(["export", "small-a", "--to", str(dest)]) == 2  # an export is there: --force replaces it
+    assert "--force" in capsys.readouterr().err
+    assert main(["export", "small-a", "--to", str(dest), "--force"]) == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert main(["export", "small-a", "--to", str(other), "--force"]) == 2  # never replaces a folder of yours
+    assert "not a pidistill export" in capsys.readouterr().err and (other / "notes.txt").exists()
+    assert main(["export", "no-such-run", "--to", str(tmp_path / "x")]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+    assert main(["export", "small-a", "--to", "hf://someone/dataset"]) == 2  # tests run offline: a clear no
+    assert "could not push to hf://someone/dataset" in capsys.readouterr().err
