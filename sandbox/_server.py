@@ -190,11 +190,9 @@ def _new_namespaces():
             _unshare(_CLONE_NEWNET)
         return
     flags = _CLONE_NEWIPC | (_CLONE_NEWNET if _UNSHARE_NET else 0)
-    if _unshare(flags) or (_UID is None and _unshare(_CLONE_NEWUSER | flags)):
+    if _unshare(flags) or _unshare(_CLONE_NEWUSER | flags):
         return
-    if flags != _CLONE_NEWIPC and (
-        _unshare(_CLONE_NEWIPC) or (_UID is None and _unshare(_CLONE_NEWUSER | _CLONE_NEWIPC))
-    ):
+    if flags != _CLONE_NEWIPC and (_unshare(_CLONE_NEWIPC) or _unshare(_CLONE_NEWUSER | _CLONE_NEWIPC)):
         return
     err = ctypes.get_errno()
     raise OSError(err, f"cannot give the program a private IPC namespace: {os.strerror(err)}")
@@ -806,7 +804,7 @@ def _load_prelude(modules):
 _UID = None  # the throw-away uid programs run as (when the server may switch uids)
 _WORKDIR = ""
 _UNSHARE_NET = False
-_SHARED_UID = True  # programs run as the server's own uid (no root): they could kill it
+_SHARED_UID = True  # _UID is None: programs run as the server's own uid (no root), so they could kill it
 _DEVNULL = -1  # where surplus status and output bytes are spliced to, unread
 
 

@@ -181,7 +181,7 @@ class _CodeDomain(BaseDomain):
                 continue
             try:
                 todo[p.problem_id] = self._draft(p)
-            except (SpecError, SyntaxError, ValueError) as exc:
+            except (SyntaxError, ValueError) as exc:  # SpecError is a ValueError
                 self._specs[p.problem_id] = f"cannot judge {p.problem_id}: {exc}"
         planned = [pid for pid, (payload, _) in todo.items() if payload is not None]
         if planned:

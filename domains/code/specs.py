@@ -257,7 +257,7 @@ class _Splitter:
         """A side that states what is expected: a literal, else computed by the reference."""
         try:
             return ("const", ast.literal_eval(node))
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        except _NOT_LITERAL:
             self.refs.append(_segment(source, node))
             return ("ref", len(self.refs) - 1)
 
@@ -294,12 +294,7 @@ def _is_isclose(node: ast.expr) -> bool:
     name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
     if name != "isclose" or not all(k.arg in ("rel_tol", "abs_tol") for k in node.keywords):
         return False
-    try:
-        for k in node.keywords:
-            ast.literal_eval(k.value)
-    except ValueError:
-        return False
-    return True
+    return all(_is_literal(k.value) for k in node.keywords)
 
 
 def _segment(source: str, node: ast.expr) -> str:
@@ -443,10 +438,14 @@ def _shape(src: str, names: frozenset[str]) -> tuple[str, tuple[Any, ...], tuple
     return ast.unparse(probe), args, kind
 
 
+# What ast.literal_eval raises for an expression that is not a literal (or one too deep to read).
+_NOT_LITERAL = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
+
+
 def _is_literal(node: ast.expr) -> bool:
     try:
         ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    except _NOT_LITERAL:
         return False
     return True
 
@@ -532,6 +531,7 @@ def humaneval_spec(check: CheckSpec, plan: dict[str, Any], extra: Extra | None, 
 # ----------------------------------------------------------------------------- sandbox programs
 
 
+@functools.cache
 def harness_prelude() -> dict[str, str]:
     """`Sandbox(prelude=...)` that loads plain.py and the harness in every worker (compiled once)."""
     return {PLAIN_MODULE: PLAIN_SOURCE, HARNESS_MODULE: HARNESS_SOURCE + "\nwarm_up()\n"}

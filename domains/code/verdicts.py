@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,21 +165,14 @@ def judge_value(node: tuple[Any, ...], values: list[tuple[str, Any]]) -> Any:
     raise ValueError(f"unknown judgement node {kind!r}")
 
 
-def _first_probe(node: Any) -> int | None:
+def _probes(node: Any) -> Iterator[int]:
+    """The probe indices a judgement tree reads, left to right."""
     if isinstance(node, tuple) and node and node[0] == "probe":
-        return int(node[1])
+        yield int(node[1])
+        return
     for child in node if isinstance(node, tuple) else ():
         if isinstance(child, tuple):
-            i = _first_probe(child)
-            if i is not None:
-                return i
-    return None
-
-
-def _uses(node: Any, probe: int) -> bool:
-    if isinstance(node, tuple) and node and node[0] == "probe":
-        return node[1] == probe
-    return any(_uses(n, probe) for n in (node if isinstance(node, tuple) else ()) if isinstance(n, tuple))
+            yield from _probes(child)
 
 
 @dataclass
@@ -199,7 +193,7 @@ def judge_test(test: Test, values: list[tuple[str, Any]]) -> Outcome:
         return Outcome(False, f"{type(exc).__name__}: {exc}"[:300])
     if held:
         return Outcome(True)
-    i = _first_probe(test.judge)
+    i = next(_probes(test.judge), None)
     got = plain.safe_repr(values[i][1]) if i is not None and i < len(values) and values[i][0] == "v" else ""
     return Outcome(False, f"Got: {got}" if got else "")
 
@@ -262,7 +256,7 @@ def verdict(
     shown = next((i for i, (t, o) in enumerate(zip(tests, outcomes)) if not o.ok and not t.hidden), None)
     if r.status == "timeout":
         where = " while loading the solution (its module-level code)" if not rep.loaded else ""
-        running = next((t for t in spec.tests if _uses(t.judge, len(rep.values))), None)
+        running = next((t for t in spec.tests if len(rep.values) in _probes(t.judge)), None)
         if rep.loaded and running is not None:
             where = (
                 " while running a hidden test"
