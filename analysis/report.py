@@ -46,7 +46,7 @@ from analysis.page import (
 from analysis.plots import report_plots
 from analysis.tables import Table, cell, interval_pp, p_text, signed_pp
 from storage.catalog import query
-from storage.writer import home_dir
+from storage.home import home_dir
 
 
 @dataclass(frozen=True)

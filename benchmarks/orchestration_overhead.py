@@ -47,7 +47,7 @@ def main() -> int:
     from experiments.config import load_config
     from flows.round import round_flow
     from storage.catalog import query
-    from storage.writer import home_dir
+    from storage.home import home_dir
     from tasks.runs import new_run_id, resolve_model
 
     cfg = load_config("demo", [*args.set, "seeds=[0]", f"rounds={args.rounds}"]).for_arm(args.arm)

@@ -124,6 +124,22 @@ def attempts_table(run: str, arm: str, seed: int, rnd: int, phase: str, n: int, 
     return pa.table(cols, schema=TABLES["attempts"])
 
 
+def run_row(run: str, now: datetime) -> dict:
+    return {
+        "run_id": run,
+        "experiment": "star-try-again",
+        "config_json": "{}",
+        "config_hash": "h",
+        "code_version": "bench",
+        "data_hash": "d",
+        "started_at": now,
+        "finished_at": now,
+        "status": "completed",
+        "error": None,
+        "smoke": False,
+    }
+
+
 def key_rows(run: str, arm: str, seed: int, rnd: int) -> dict:
     return {"run_id": run, "arm": arm, "seed": seed, "round": rnd}
 
@@ -198,8 +214,9 @@ def build(home: Path, n_runs: int, n_attempts: int, seed: int = 0) -> dict:
                             "worker": "bench",
                         }
                         write_rows(shard_path(home, run, "stages", arm, s, rnd, f"{st}-{lv}"), [row], "stages")
-                    files += 6 + len(stages)
                     rows += train.num_rows + evals.num_rows
+        write_rows(home / run / "runs" / "run.parquet", [run_row(run, now)], "runs")
+    files = sum(1 for _ in home.rglob("*.parquet"))
     size = sum(f.stat().st_size for f in home.rglob("*.parquet"))
     return {"files": files, "attempts": rows, "bytes": size, "seconds": time.perf_counter() - t0}
 
@@ -281,13 +298,84 @@ def timed_subprocess(argv: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - t, out.stdout
 
 
+# What `pidistill sql` does after its imports: open the catalog (read lock included), run, fetch.
 QUERY_ONLY = """
 import sys, time
-from storage.catalog import query
+from storage.catalog import connect
 t = time.perf_counter()
-query(sys.argv[1])
+with connect() as con:
+    con.sql(sys.argv[1]).fetchall()
 print(time.perf_counter() - t)
 """
+
+
+def cold(sql: str, env: dict, repeat: int) -> tuple[float, float]:
+    """Median wall time of a whole `pidistill sql` process, and of the query inside a new process."""
+    procs, inner = [], []
+    for _ in range(repeat):
+        s, _out = timed_subprocess([sys.executable, "-m", "cli.entry", "sql", " ".join(sql.split())], env)
+        procs.append(s)
+        _s, out = timed_subprocess([sys.executable, "-c", QUERY_ONLY, sql], env)
+        inner.append(float(out.strip().splitlines()[-1]))
+    return statistics.median(procs), statistics.median(inner)
+
+
+def cookbook() -> list[str]:
+    """docs/sql.md's queries, filled in for one run of the history."""
+    import re
+
+    text = (ROOT / "docs" / "sql.md").read_text()
+    return [
+        b.replace("<run id>", ONE_RUN).replace("<config hash>", "h")
+        for b in re.findall(r"```sql\n(.*?)```", text, re.S)
+    ]
+
+
+def measure(label: str, env: dict, repeat: int, frame: pd.DataFrame, load_s: float) -> dict[str, float]:
+    print(f"\n{label}")
+    print(
+        f"{'question':<34} {'sql cold process':>16} {'sql query':>10} {'pandas 1st':>11} {'pandas again':>13}  ratio(1st/query)"
+    )
+    times = {}
+    for name, sql in QUERIES.items():
+        proc, q = cold(sql, env, repeat)
+        t = time.perf_counter()
+        pandas_answer(name, frame)
+        again = time.perf_counter() - t
+        first = load_s + again
+        times[name] = q
+        print(f"{name:<34} {proc:>14.2f} s {q:>8.3f} s {first:>9.1f} s {again:>11.3f} s  {first / q:>6.1f}x")
+    book = [cold(sql, env, 1) for sql in cookbook()]
+    qs = sorted(q for _, q in book)
+    print(
+        f"docs/sql.md, {len(book)} queries: query in a cold process median {statistics.median(qs):.3f} s, "
+        f"slowest {qs[-1]:.3f} s, {sum(q < 0.2 for q in qs)}/{len(qs)} under 0.2 s; whole process median "
+        f"{statistics.median(p for p, _ in book):.2f} s"
+    )
+    return times
+
+
+def compact_all(home: Path) -> None:
+    """Compact every run as it would be when it completes; prints the cost per run."""
+    from storage.compact import compact_run
+
+    runs = sorted(p.name for p in home.iterdir() if (p / "runs").is_dir())
+    secs, before, after, files = [], 0, 0, 0
+    for run in runs:
+        t = time.perf_counter()
+        done = compact_run(home, run)
+        secs.append(time.perf_counter() - t)
+        before += sum(d.bytes_before for d in done)
+        after += sum(d.bytes_after for d in done)
+        files += sum(d.files for d in done)
+    if not files:
+        print("\ncompaction: every run already compacted")
+        return
+    left = sum(1 for _ in home.rglob("*.parquet"))
+    print(
+        f"\ncompaction of {len(runs)} runs: {files:,} shards -> {left:,} files in the home; per run median "
+        f"{statistics.median(secs):.2f} s (max {max(secs):.2f} s); {before / 2**20:.0f} -> {after / 2**20:.0f} MiB"
+    )
 
 
 def main() -> int:
@@ -319,29 +407,16 @@ def main() -> int:
             check=True,
         )
         print(f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
-
         t = time.perf_counter()
         frame = load_jsonl(jsonl)
         load_s = time.perf_counter() - t
-        print(f"JSONL + pandas: loading {len(frame):,} rows takes {load_s:.1f} s\n")
-        print(
-            f"{'question':<34} {'sql cold process':>16} {'sql query':>10} {'pandas 1st':>11} {'pandas again':>13}  ratio(1st/query)"
+        print(f"JSONL + pandas: loading {len(frame):,} rows takes {load_s:.1f} s")
+        before = measure(
+            "before compaction (one file per run, table, arm, seed, round, stage)", env, args.repeat, frame, load_s
         )
-        for name, sql in QUERIES.items():
-            procs, inner = [], []
-            for _ in range(args.repeat):
-                s, _out = timed_subprocess([sys.executable, "-m", "cli.main", "sql", " ".join(sql.split())], env)
-                procs.append(s)
-                _s, out = timed_subprocess([sys.executable, "-c", QUERY_ONLY, sql], env)
-                inner.append(float(out.strip().splitlines()[-1]))
-            t = time.perf_counter()
-            pandas_answer(name, frame)
-            again = time.perf_counter() - t
-            first = load_s + again
-            q = statistics.median(inner)
-            print(
-                f"{name:<34} {statistics.median(procs):>14.2f} s {q:>8.3f} s {first:>9.1f} s {again:>11.3f} s  {first / q:>6.1f}x"
-            )
+        compact_all(home)
+        after = measure("after compaction (one file per run and table)", env, args.repeat, frame, load_s)
+        print("\nspeed-up of the query from compaction: " + ", ".join(f"{before[k] / after[k]:.1f}x" for k in QUERIES))
     finally:
         if args.keep is None:
             shutil.rmtree(home, ignore_errors=True)

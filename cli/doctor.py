@@ -41,7 +41,7 @@ def torch_check() -> Check:
 
 
 def home_check() -> Check:
-    from storage.writer import home_dir
+    from storage.home import home_dir
 
     home = home_dir()
     where = next(p for p in (home, *home.parents) if p.exists())  # the folder a first run would create it in

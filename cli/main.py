@@ -97,7 +97,7 @@ app = App(
 def _run(config: ExperimentConfig, run_id: str | None) -> int:
     from analysis.report import build_report, format_table
     from flows.experiment import experiment_flow
-    from storage.writer import home_dir
+    from storage.home import home_dir
     from tasks.runs import check_run_id, new_run_id, preflight
 
     # Fails in a line, before Prefect starts, on input that cannot run here; the flow's own
@@ -237,28 +237,9 @@ def sql(query: str, *, format: Literal["table", "csv"] = "table", max_rows: int 
     max_rows
         Most rows printed as a table.
     """
-    import duckdb
-    import pandas as pd
+    from cli.sql import run
 
-    from storage.catalog import query as run_query
-
-    if max_rows < 1:
-        print(f"pidistill sql: --max-rows {max_rows}: give at least 1", file=sys.stderr)
-        return 2
-
-    try:
-        df = run_query(query)
-    except duckdb.Error as exc:
-        print(f"pidistill sql: {exc}", file=sys.stderr)
-        return 2
-    if format == "csv":
-        df.to_csv(sys.stdout, index=False)
-    else:
-        with pd.option_context(
-            "display.max_rows", max_rows, "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
-        ):
-            print(df.to_string(index=False) if len(df) else f"(no rows; columns: {', '.join(df.columns)})")
-    return 0
+    return run(query, format, max_rows)
 
 
 @app.command
@@ -284,6 +265,54 @@ def export(run_id: str, *, to: str, force: bool = False) -> int:
         return 2
     print(f"exported {run_id} to {where}")
     return 0
+
+
+@app.command
+def compact(*run_ids: str, all: bool = False, wait: float = 120.0) -> int:
+    """Rewrite completed runs' shards as one parquet file per table, so queries over them open a few files
+    instead of thousands. Runs compact themselves when they complete; this is for runs written before
+    that, or one whose compaction was left undone. Readers are never shown half of it (see
+    docs/internals.md, Compaction).
+
+    Parameters
+    ----------
+    run_ids
+        Runs to compact.
+    all
+        Every completed run that still has shards.
+    wait
+        Seconds to wait for running queries before a table's swap; a table they hold longer is left as it was.
+    """
+    from storage.catalog import query
+    from storage.compact import CompactionError, unfinished
+    from storage.home import home_dir
+    from tasks.runs import RunInUse, compact_completed
+
+    ids = list(run_ids)
+    if all:
+        done = query("SELECT run_id FROM runs WHERE status = 'completed' ORDER BY started_at").run_id.tolist()
+        ids += [r for r in done if r not in ids and unfinished(home_dir() / r)]
+    if not ids:
+        print("pidistill compact: name runs, or --all" if not all else "nothing to compact", file=sys.stderr)
+        return 0 if all else 2
+    failed = 0
+    for run_id in ids:
+        t = time.perf_counter()
+        try:
+            tables = compact_completed(run_id, wait=wait)
+        except (ValueError, RunInUse, CompactionError, OSError) as exc:
+            print(f"pidistill compact: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        files, rows = sum(c.files for c in tables), sum(c.rows for c in tables)
+        before, after = sum(c.bytes_before for c in tables), sum(c.bytes_after for c in tables)
+        print(
+            f"{run_id}: {files} shards -> {len(tables)} files, {rows} rows, "
+            f"{before / 2**20:.1f} -> {after / 2**20:.1f} MiB, {time.perf_counter() - t:.1f} s"
+            if tables
+            else f"{run_id}: already compacted"
+        )
+    return 1 if failed else 0
 
 
 @app.command

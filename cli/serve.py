@@ -39,7 +39,7 @@ from pathlib import Path
 from cli.env import offline_defaults
 from cli.processes import free_port, port_in_use, stop
 from flows.deployments import EXPERIMENT_ENTRYPOINT, PREFECT_YAML, REPO_ROOT, WORK_POOL
-from storage.writer import home_dir
+from storage.home import home_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200

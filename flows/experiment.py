@@ -8,7 +8,7 @@ from experiments.config import ExperimentConfig
 from experiments.config import smoke as scale_down
 from flows.round import round_flow
 from flows.scale import scaled
-from storage.writer import home_dir
+from storage.home import home_dir
 from tasks.evaluate import evaluate_base_models
 from tasks.keys import RoundKey
 from tasks.report import publish_report

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 
 from flows.deployments import NIGHTLY_PRESETS
 from flows.experiment import experiment_flow
-from storage.writer import home_dir
+from storage.home import home_dir
 from tasks.nightly import judge, new_nightly_id, publish, record_arms, resolve_presets
 
 

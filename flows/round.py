@@ -13,7 +13,7 @@ from prefect.utilities.annotations import quote
 
 from experiments.config import ExperimentConfig
 from flows.scale import sample_and_verify
-from storage.writer import home_dir
+from storage.home import home_dir
 from tasks.curriculum import select_problems
 from tasks.evaluate import evaluate, round_summary
 from tasks.filter import filter_attempts

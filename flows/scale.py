@@ -31,8 +31,8 @@ from prefect.utilities.annotations import quote
 
 from domains import Problem
 from experiments.config import ExperimentConfig
+from storage.home import home_dir
 from storage.schema import Attempt
-from storage.writer import home_dir
 from tasks.keys import RoundKey
 from tasks.resume import checkpoint_path, resumable
 from tasks.sample import SampleRequest, sample

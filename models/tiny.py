@@ -36,7 +36,8 @@ from domains.base import stable_hash
 from domains.pi import PI_TEMPLATES, PrivilegedInfo
 from experiments.config import TinyModelConfig
 from models.sampling.hf import HFSampler
-from storage.writer import folder_atomic, home_dir
+from storage.home import home_dir
+from storage.writer import folder_atomic
 
 log = logging.getLogger(__name__)
 

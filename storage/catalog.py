@@ -18,30 +18,38 @@ writers can share one home.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
-import pyarrow.parquet as pq
 
-from storage.docs import COLUMNS, TABLE_COLUMNS, TABLE_DOCS, column_doc
-from storage.schema import TABLES
-from storage.writer import TMP_MARK, home_dir, write_parquet
+from storage.compact import LOCK_NAME, reading
+from storage.home import home_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CATALOG_NAME = "catalog.duckdb"
-# Bump when the set of views or their SQL changes: old catalogs are rebuilt. (Column comments need no bump:
-# the catalog also records a fingerprint of storage/docs.py's texts, `_docs_fingerprint`.)
-CATALOG_VERSION = 5
+# Bump to force a rebuild without a code change; any change to the files below rebuilds anyway.
+CATALOG_VERSION = 6
+# What the catalog is made of: its views (here), the tables' columns (schema) and the comments (docs).
+_SOURCES = ("catalog.py", "schema.py", "docs.py")
 
 
+@functools.cache
 def _version() -> str:
-    """CATALOG_VERSION and a fingerprint of the documentation the catalog carries as comments."""
-    docs = json.dumps([TABLE_DOCS, COLUMNS, TABLE_COLUMNS], sort_keys=True).encode()
-    return f"{CATALOG_VERSION}-{hashlib.sha256(docs).hexdigest()[:12]}"
+    """CATALOG_VERSION and a fingerprint of the sources the catalog is built from. Read from the files,
+    not the imported modules: a current catalog is recognised without importing pyarrow or pandas,
+    which is most of the time of a cold `pidistill sql`."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256(b"".join((here / name).read_bytes() for name in _SOURCES)).hexdigest()
+    return f"{CATALOG_VERSION}-{digest[:12]}"
 
 
 def _schema_file(home: Path, table: str) -> Path:
@@ -54,6 +62,8 @@ def _glob(home: Path, table: str) -> str:
 
 def view_sql(home: Path) -> list[str]:
     """The CREATE VIEW statements of the catalog for `home`."""
+    from storage.schema import TABLES
+
     home_literal = str(home).replace("'", "''")
     stmts = [
         f"CREATE VIEW _catalog AS SELECT '{home_literal}' AS home, '{_version()}' AS version",
@@ -70,6 +80,8 @@ def view_sql(home: Path) -> list[str]:
 
 def _comment_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
     """COMMENT statements for every view and column `storage.docs` describes (`duckdb_columns().comment`)."""
+
+    from storage.docs import TABLE_DOCS, column_doc
 
     def lit(s: str) -> str:
         return "'" + s.replace("'", "''") + "'"
@@ -191,14 +203,25 @@ def _is_current(path: Path, home: Path) -> bool:
 def ensure_catalog(home: Path | None = None) -> Path:
     """Create (or rebuild, if stale or moved) the catalog of `home`; returns its path."""
     home = (home or home_dir()).resolve()
+    path = home / CATALOG_NAME
+    if path.exists() and _is_current(path, home):
+        return path  # and so are the schema files: they were checked when this catalog was built
+    return _build(home)
+
+
+def _build(home: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    from storage.schema import TABLES
+    from storage.writer import TMP_MARK, write_parquet
+
     home.mkdir(parents=True, exist_ok=True)
     for table, schema in TABLES.items():
         f = _schema_file(home, table)
         if not f.exists() or not pq.read_schema(f).equals(schema):
             write_parquet(f, schema.empty_table())
+    (home / LOCK_NAME).touch()  # before any compaction can start: readers lock it (storage.compact)
     path = home / CATALOG_NAME
-    if path.exists() and _is_current(path, home):
-        return path
     tmp = home / f"{CATALOG_NAME}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         with duckdb.connect(str(tmp)) as con:
@@ -213,9 +236,14 @@ def ensure_catalog(home: Path | None = None) -> Path:
     return path
 
 
-def connect(home: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the catalog (built first if needed)."""
-    return duckdb.connect(str(ensure_catalog(home)), read_only=True)
+@contextmanager
+def connect(home: Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the catalog (built first if needed), for a `with` block. The block
+    holds the catalog's read lock (`storage.compact.reading`): a compaction's swap waits for it, so
+    a query never lists half of a swapped folder. Keep the block to the queries."""
+    path = ensure_catalog(home)
+    with reading(path.parent), duckdb.connect(str(path), read_only=True) as con:
+        yield con
 
 
 def query(sql: str, home: Path | None = None, params: dict | None = None) -> pd.DataFrame:

@@ -23,14 +23,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.compact import COMPACTED
 from storage.schema import TABLES, Attempt, arrow_schema
 
 TMP_MARK = ".tmp-"
 
 
-def home_dir() -> Path:
-    """The one root of all outputs: $PIDISTILL_HOME, default ./runs (made absolute)."""
-    return Path(os.environ.get("PIDISTILL_HOME", "runs")).resolve()
+class RunCompacted(RuntimeError):
+    """A shard was about to be written into a run whose tables were compacted (storage.compact)."""
 
 
 def shard_path(
@@ -38,6 +38,9 @@ def shard_path(
 ) -> Path:
     if table not in TABLES and not table.startswith("_"):
         raise ValueError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    if (home / run_id / table / COMPACTED).exists():
+        # A shard beside the compacted file would be counted with it; a compacted run is final.
+        raise RunCompacted(f"run {run_id} is compacted ({table} is one file): it takes no more shards")
     return home / run_id / table / f"arm={arm}" / f"seed={seed}" / f"round={round}" / f"{stage}-{shard}.parquet"
 
 

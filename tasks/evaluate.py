@@ -20,8 +20,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from experiments.config import ExperimentConfig
+from storage.home import home_dir
 from storage.schema import Attempt
-from storage.writer import home_dir, write_rows
+from storage.writer import write_rows
 from tasks.domain import eval_problems
 from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed

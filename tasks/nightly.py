@@ -22,7 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from analysis.nightly import arm_rows, comparison, pp, table_rows, to_markdown
 from analysis.report import build_report
 from experiments.config import ConfigError, ExperimentConfig, load_config, preset_names
-from storage.writer import home_dir, write_rows
+from storage.home import home_dir
+from storage.writer import write_rows
 
 NIGHTLY_PREFIX = "nightly-"
 TABLE_KEY = "nightly-comparison"

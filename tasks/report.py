@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from analysis.report import arm_result_rows, build_report, table_rows, to_markdown, write_report
-from storage.writer import home_dir, write_rows
+from storage.home import home_dir
+from storage.writer import write_rows
 
 
 def _artifact_key(run_id: str, what: str) -> str:

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,10 +31,14 @@ from domains.base import stable_hash
 from domains.data import looks_like_path
 from domains.errors import NotRetryable
 from experiments.config import ConfigError, ExperimentConfig, ModelConfig
-from storage.writer import home_dir, sweep_temp_files, write_rows
+from storage.compact import CompactionError, TableCompaction, compact_run, compacted
+from storage.home import home_dir
+from storage.schema import TABLES
+from storage.writer import sweep_temp_files, write_rows
 from tasks.domain import domain_of
 from tasks.failures import quiet_expected_failures, retry_on_infrastructure
 from tasks.metering import now
+from tasks.resume import fault_point
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,6 +194,10 @@ class RunInUse(NotRetryable, RuntimeError):
     """Another live process is writing this run."""
 
 
+class RunFinal(NotRetryable, RuntimeError):
+    """The run completed and its shards were compacted: nothing is left to resume or write."""
+
+
 def run_row(run_id: str) -> dict | None:
     """The stored `runs` row of `run_id`, or None when there is none (yet)."""
     import pyarrow.parquet as pq
@@ -242,6 +251,11 @@ def run_lifecycle(config: ExperimentConfig, run_id: str) -> Iterator[None]:
         previous = check_resumable(config, run_id)
         started = previous["started_at"] if previous else now()
         if previous:
+            if previous["status"] == "completed" and is_compacted(run_id):
+                raise RunFinal(
+                    f"run {run_id} completed and its outputs are compacted: nothing to resume; "
+                    "rerun the experiment under a new run id"
+                )
             swept = sweep_temp_files(home_dir() / run_id)
             log.info(f"resuming run {run_id} (was {previous['status']}); discarded {len(swept)} partial files")
         write_run(config, run_id, "running", started)
@@ -250,7 +264,47 @@ def run_lifecycle(config: ExperimentConfig, run_id: str) -> Iterator[None]:
         except BaseException as exc:
             write_run(config, run_id, "failed", started, error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
+        # Before "completed": a run killed while compacting is still "running", and its resume
+        # finishes the compaction (every stage is checkpointed, so nothing else runs again).
+        compact(run_id, log)
         write_run(config, run_id, "completed", started)
+
+
+def compact_completed(run_id: str, wait: float = 120.0) -> list[TableCompaction]:
+    """`pidistill compact`: compact a completed run written before compaction existed, or one whose
+    compaction was left undone. Takes the run's lock (RunInUse while a process writes it) and refuses
+    a run that has not completed (a failed or running one may still be resumed and write shards)."""
+    with run_lock(run_id):
+        row = run_row(run_id)
+        if row is None:
+            raise ValueError(f"no run {run_id!r} in {home_dir()}")
+        if row["status"] != "completed":
+            raise ValueError(f"run {run_id} is {row['status']}: only completed runs are compacted")
+        sweep_temp_files(home_dir() / run_id)  # a killed compaction's staging folder
+        return compact_run(home_dir(), run_id, wait=wait, step=fault_point)
+
+
+def is_compacted(run_id: str) -> bool:
+    """Whether any table of the run was compacted (so it takes no more shards)."""
+    return any(compacted(home_dir() / run_id, table) for table in TABLES)
+
+
+def compact(run_id: str, log: logging.Logger | logging.LoggerAdapter) -> None:
+    """Compact a run whose stages have all completed (the caller holds its lock). A run that cannot be
+    compacted (queries that would not end, a filesystem without renameat2) stays correct as shards:
+    warned, never failed."""
+    t = time.perf_counter()
+    try:
+        done = compact_run(home_dir(), run_id, step=fault_point)
+    except (CompactionError, OSError) as exc:
+        log.warning(f"run {run_id}: left uncompacted ({exc}); `pidistill compact {run_id}` retries")
+        return
+    if done:
+        files, rows = sum(d.files for d in done), sum(d.rows for d in done)
+        log.info(
+            f"run {run_id}: compacted {files} shards of {len(done)} tables ({rows} rows) into one file each "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
 
 
 def _run_logger() -> logging.Logger | logging.LoggerAdapter:

@@ -202,3 +202,60 @@ def test_doctor_fails_when_programs_would_share_the_sandbox_uid(capsys, monkeypa
     assert main(["doctor"]) == 1
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("[FAIL] sandbox"))
     assert "uid" in line and "root" in line
+
+
+@pytest.mark.parametrize(
+    "args, parsed",
+    [
+        (["select 1"], ("select 1", "table", "200")),
+        (["select 1", "--format", "csv", "--max-rows=5"], ("select 1", "csv", "5")),
+        (["--max-rows", "3", "select 1"], ("select 1", "table", "3")),
+        (["--help"], None),  # the full CLI's help
+        (["select 1", "--format", "json"], None),  # the full CLI names the choices
+        (["select 1", "--bogus"], None),
+        (["select 1", "select 2"], None),
+        (["select 1", "--max-rows"], None),
+        ([], None),
+    ],
+)
+def test_plain_sql_command_lines_take_the_fast_path(args, parsed):
+    from cli.sql import parse
+
+    assert parse(args) == parsed
+
+
+def test_sql_fast_path_prints_what_the_full_cli_prints(pidistill_home: Path, capsys):
+    from cli.entry import main as entry
+
+    query = "select range as n, range / 3 as third, 'row ' || range as label, null as nothing from range(7)"
+    for args in (["sql", query], ["sql", query, "--max-rows", "4"], ["sql", query, "--format", "csv"]):
+        assert entry(args) == 0
+        fast = capsys.readouterr().out
+        assert main(args) == 0
+        assert capsys.readouterr().out == fast
+    assert entry(["sql", query, "--max-rows", "4"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "  n    third label nothing",
+        "  0 0.000000 row 0    NULL",
+        "  1 0.333333 row 1    NULL",
+        "...      ...   ...     ...",
+        "  5 1.666667 row 5    NULL",
+        "  6 2.000000 row 6    NULL",
+        "",
+        "[7 rows x 4 columns]",
+    ]
+    assert entry(["sql", "select * from nope"]) == 2
+    assert "pidistill sql: Catalog Error: Table with name nope does not exist" in capsys.readouterr().err
+
+
+def test_a_cold_sql_process_imports_neither_pandas_nor_the_cli_framework(pidistill_home: Path):
+    from storage.catalog import ensure_catalog
+
+    ensure_catalog()  # as the analyst's first command left it (building it imports the table schemas)
+    code = (
+        "import sys; from cli.entry import main; main(['sql', 'select count(*) from attempts']);"
+        "print(sorted(m for m in ('pandas', 'cyclopts', 'pydantic', 'prefect', 'torch') if m in sys.modules))"
+    )
+    env = {**os.environ, "PIDISTILL_HOME": str(pidistill_home)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -20,6 +20,7 @@ import pytest
 
 from experiments.config import ConfigError, load_config
 from storage.catalog import query
+from storage.compact import COMPACTED
 from tasks.failures import is_infrastructure_failure
 from tasks.runs import RunInUse, check_resumable, run_lock, write_run
 
@@ -37,6 +38,7 @@ CFG = [
     "retry.feedback=previous_attempt",
     "arms=[{name: retry}]",
 ]
+ROUND_KEYED = ("attempts", "sft_examples", "trainings", "evaluations", "stages")
 SET = [a for item in CFG for a in ("--set", item)]
 
 # Where the crashing run dies, one point per attempt (each attempt resumes the previous one):
@@ -44,6 +46,9 @@ KILLS = [
     "sample#3",  # during sampling: round 1's retry level (draws: base eval, round 1 tries, round 1 retries)
     "after:filter#1",  # between stages: round 1's filter saved, training not started
     "train#1",  # during training: after the first optimizer step, a temp checkpoint folder exists
+    # Compacting the finished run (storage.compact), tables in storage.schema.TABLES order:
+    "compact:staged#1",  # attempts' compacted file staged, not swapped in
+    "compact:swapped#2",  # attempts and sft_examples swapped, their old shards not yet deleted
 ]
 
 COMPARED = (
@@ -117,6 +122,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_model, prefect_ser
 
     assert "resuming run crash (was running)" in logs[1] and "resuming run crash (was running)" in out
     assert any(name.startswith("round=1.tmp-") for name in left["train#1"]), left  # a half-saved checkpoint...
+    assert any(name.startswith("attempts.tmp-compact-") for name in left["compact:staged#1"]), left
+    assert any(name.startswith("sft_examples.tmp-compact-") for name in left["compact:swapped#2"]), left
     status = query("select run_id, status from runs order by run_id", home=pidistill_home)
     assert status.values.tolist() == [["crash", "completed"], ["ref", "completed"]]
 
@@ -147,6 +154,14 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_model, prefect_ser
     assert stage_dupes.empty, stage_dupes
     # ... no temp file or folder left by the killed writers ...
     assert not [p for p in pidistill_home.rglob("*.tmp-*")], list(pidistill_home.rglob("*.tmp-*"))
+    # ... both runs compacted to one file per table ...
+    for run in ("crash", "ref"):
+        files = sorted(str(p.relative_to(pidistill_home / run)) for p in (pidistill_home / run).rglob("*.parquet"))
+        assert files == sorted(
+            f"{t}/{name}"
+            for t, name in [(t, COMPACTED) for t in ROUND_KEYED]
+            + [("runs", "run.parquet"), ("arm_results", "arms.parquet")]
+        ), files
     # ... and the analyst's queries never failed while the runs wrote and died.
     assert reader.errors == [] and reader.ok > 20, reader.errors[:5]
 
