@@ -165,7 +165,7 @@ def _fsync(path: Path) -> None:
 # ----------------------------------------------------------------------------- one table
 
 
-def _merge(files: list[Path], out: Path) -> int:
+def _merge(files: list[Path], out: Path, label: str) -> int:
     """Stream `files` into one parquet file at `out` (row groups of about ROW_GROUP_ROWS rows); returns
     the rows written. Shards written by older code may lack newer columns: the file gets the union of
     the shards' schemas and such rows read NULL there, as the catalog's `union_by_name` reads them."""
@@ -175,7 +175,7 @@ def _merge(files: list[Path], out: Path) -> int:
     try:
         schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise CompactionError(f"shards of {out.parent.parent.name} disagree on a column's type: {exc}") from exc
+        raise CompactionError(f"{label}: its shards disagree on a column's type ({exc}); left as shards") from exc
     schema = schema.remove_metadata()
     rows, buffered = 0, 0
     pending: list[pa.Table] = []
@@ -221,7 +221,7 @@ def compact_table(
     staging.mkdir()
     try:
         out = staging / COMPACTED
-        rows = _merge(files, out)
+        rows = _merge(files, out, f"{run_id}/{table}")
         if rows != expected or pq.ParquetFile(out).metadata.num_rows != expected:
             raise CompactionError(f"{run_id}/{table}: compacted {rows} rows, the shards hold {expected}")
         _fsync(out)

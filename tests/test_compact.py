@@ -299,7 +299,7 @@ def test_a_table_of_mixed_types_is_refused_and_left_as_it_was(pidistill_home: Pa
     odd = shard_path(pidistill_home, "r1", "trainings", "a", 0, 1, "train")
     t = pq.read_table(odd)
     pq.write_table(t.set_column(t.schema.get_field_index("steps"), "steps", pa.array(["three"])), odd)
-    with pytest.raises(CompactionError, match="disagree on a column's type"):
+    with pytest.raises(CompactionError, match="r1/trainings: its shards disagree on a column's type"):
         compact_completed("r1")
     assert (odd.exists(), (pidistill_home / "r1" / "trainings" / COMPACTED).exists()) == (True, False)
     assert not list(pidistill_home.rglob("*.tmp-*"))
