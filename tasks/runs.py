@@ -85,13 +85,20 @@ def preflight(config: ExperimentConfig) -> None:
 
     A config that passed once in this process is not checked again: the CLI checks before
     Prefect starts (a bad config fails in one line), then the flow's check is free."""
-    key = config.canonical_json()
+    key = config.canonical_json() + config.tracking.model_dump_json()  # the stored config leaves tracking out
     if key not in _PREFLIGHT_PASSED:
         _preflight(config)
         _PREFLIGHT_PASSED.add(key)
 
 
 def _preflight(config: ExperimentConfig) -> None:
+    if config.tracking.mlflow:  # a tracker that cannot take the run fails now, not after the run's compute
+        from analysis.tracking import TrackingError, check_mlflow, mlflow_uri
+
+        try:
+            check_mlflow(mlflow_uri(config.tracking))
+        except TrackingError as exc:
+            raise PreflightError(f"tracking.mlflow: {exc}") from None
     for arm in config.arms:
         cfg = config.for_arm(arm.name)
         where = f"arm {arm.name!r}: " if arm.set else ""
