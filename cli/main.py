@@ -316,6 +316,33 @@ def compact(*run_ids: str, all: bool = False, wait: float = 120.0) -> int:
 
 
 @app.command
+def track(run_id: str, *, uri: str | None = None, experiment: str | None = None) -> int:
+    """Send a run to MLflow (again): pass@1 by arm and round, training losses, config, report files.
+
+    Parameters
+    ----------
+    run_id
+        The run to send; its earlier MLflow run, if any, is replaced.
+    uri
+        MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///$PIDISTILL_HOME/_mlflow/mlflow.db).
+    experiment
+        MLflow experiment (default: the run's experiment name).
+    """
+    from analysis.tracking import TrackingError, send_to_mlflow
+
+    try:
+        where = send_to_mlflow(run_id, uri, experiment)
+    except KeyError as exc:  # no such run, or nothing to report yet
+        print(f"pidistill track: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except TrackingError as exc:
+        print(f"pidistill track: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {run_id} to MLflow: {where}")
+    return 0
+
+
+@app.command
 def report(*run_ids: str, screenshot: Path | None = None) -> int:
     """(Re)write report.md and report.html of runs (default: the latest) and print their tables.
 

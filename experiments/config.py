@@ -340,6 +340,27 @@ class ScaleConfig(_Frozen):
         return self
 
 
+class TrackingConfig(_Frozen):
+    """An experiment tracker that receives the run once its report is written (analysis/tracking.py).
+
+    It says where a run's numbers are sent, not what they are: left out of the stored config and its hash,
+    so a run resumes with tracking switched on or off."""
+
+    mlflow: bool = Field(
+        False,
+        description="Send the run to MLflow after its report: held-out pass@1 per arm by round, training losses, "
+        "the config and the report's files (needs pip install 'pidistill[mlflow]').",
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI: a server (http://host:5000) or a database (sqlite:///path/mlflow.db). "
+        "Empty: $MLFLOW_TRACKING_URI, else sqlite:///$PIDISTILL_HOME/_mlflow/mlflow.db (its artifacts beside it).",
+    )
+    mlflow_experiment: str | None = Field(
+        None, description="The MLflow experiment the run goes to; empty: the config's name."
+    )
+
+
 class ArmConfig(_Frozen):
     name: str = Field(description="Arm name (letters, digits, . _ -); stored in every row as `arm`.")
     set: dict[str, Any] = Field(
@@ -374,6 +395,9 @@ class ExperimentConfig(_Frozen):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation after each round.")
     scale: ScaleConfig = Field(
         default_factory=ScaleConfig, description="Where sample and verify run: locally or as shards on Ray."
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Where the run is sent once reported: MLflow (off by default)."
     )
     rounds: int = Field(1, ge=1, le=100, description="Sample-verify-filter-train-evaluate rounds.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each arm runs each.")
@@ -420,7 +444,7 @@ class ExperimentConfig(_Frozen):
         data = self.model_dump()
         data["arms"] = [{"name": spec.name}]
         for key, value in spec.set.items():
-            if key.split(".")[0] in ("arms", "seeds", "name"):
+            if key.split(".")[0] in ("arms", "seeds", "name", "tracking"):
                 raise ConfigError(f"arms[{index}].set.{key}: an arm cannot override {key.split('.')[0]!r}")
             _set_dotted(data, key, value, where=f"arms[{index}].set")
         return _validate(data, prefix=f"arms[{index}].set: ")
@@ -437,8 +461,10 @@ class ExperimentConfig(_Frozen):
 
     def canonical_json(self) -> str:
         """The config as stored with a run (and hashed). Of `scale`, only what changes results is kept,
-        and nothing at its defaults: a run resumes on another executor, and hashes predate the section."""
+        and nothing at its defaults: a run resumes on another executor, and hashes predate the section.
+        `tracking` (where the numbers are sent) is left out: a run resumes with a tracker switched on."""
         data = self.model_dump(mode="json")
+        data.pop("tracking")
         scale = {k: v for k, v in data.pop("scale").items() if k in ScaleConfig.RESULT_FIELDS}
         if scale != {k: ScaleConfig.model_fields[k].default for k in ScaleConfig.RESULT_FIELDS}:
             data["scale"] = scale

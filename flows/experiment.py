@@ -38,7 +38,7 @@ def experiment_flow(config: ExperimentConfig, run_id: str | None = None, smoke: 
             evaluate_base_models(config, run_id, seed)
             for arm in config.arms:
                 run_chain(config.for_arm(arm.name), run_id, arm.name, seed)
-    return publish_report(run_id)
+    return publish_report(run_id, config.tracking)
 
 
 def run_chain(cfg: ExperimentConfig, run_id: str, arm: str, seed: int) -> None:

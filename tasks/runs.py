@@ -90,13 +90,20 @@ def preflight(config: ExperimentConfig) -> None:
 
     A config that passed once in this process is not checked again: the CLI checks before
     Prefect starts (a bad config fails in one line), then the flow's check is free."""
-    key = config.canonical_json()
+    key = config.canonical_json() + config.tracking.model_dump_json()  # the stored config leaves tracking out
     if key not in _PREFLIGHT_PASSED:
         _preflight(config)
         _PREFLIGHT_PASSED.add(key)
 
 
 def _preflight(config: ExperimentConfig) -> None:
+    if config.tracking.mlflow:  # a tracker that cannot take the run fails now, not after the run's compute
+        from analysis.tracking import TrackingError, check_mlflow, mlflow_uri
+
+        try:
+            check_mlflow(mlflow_uri(config.tracking))
+        except TrackingError as exc:
+            raise PreflightError(f"tracking.mlflow: {exc}") from None
     for arm in config.arms:
         cfg = config.for_arm(arm.name)
         where = f"arm {arm.name!r}: " if arm.set else ""
@@ -243,7 +250,7 @@ def run_lifecycle(config: ExperimentConfig, run_id: str) -> Iterator[None]:
     sweep of what a killed writer left, and the `runs` row (running, then completed or failed).
 
     The body runs with the lock held; any exception marks the run failed and propagates."""
-    log = _run_logger()
+    log = run_logger()
     quiet_expected_failures()
     check_run_id(run_id)
     preflight(config)
@@ -307,7 +314,7 @@ def compact(run_id: str, log: logging.Logger | logging.LoggerAdapter) -> None:
         )
 
 
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """The flow run's logger (console and UI) inside a flow, else this module's."""
     from prefect import get_run_logger
     from prefect.exceptions import MissingContextError

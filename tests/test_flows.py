@@ -342,3 +342,29 @@ def test_export_writes_a_dataset_that_load_dataset_reads(home, tmp_path, capsys)
     assert "no run 'no-such-run'" in capsys.readouterr().err
     assert main(["export", "small-a", "--to", "hf://someone/dataset"]) == 2  # tests run offline: a clear no
     assert "could not push to hf://someone/dataset" in capsys.readouterr().err
+
+
+def test_a_run_with_tracking_on_reaches_mlflow(tiny_model: Path, pidistill_home: Path, monkeypatch):
+    """`--set tracking.mlflow=true` (issue 18): the finished run is one MLflow run in the home's store, with the
+    report's pass@1 by round, the round's training loss, and the report's files."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from analysis.report import build_report
+    from analysis.tracking import mlflow_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sets = ["seeds=[0]", "arms=[{name: rft}]", "tracking.mlflow=true", *SMALL[1:-1]]
+    assert main(["run", "demo", "--run-id", "tracked", *[a for s in sets for a in ("--set", s)]]) == 0
+    client = MlflowClient(mlflow_uri())
+    experiment = client.get_experiment_by_name("demo")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "tracked" and run.info.status == "FINISHED"
+    assert run.data.tags["pidistill.status"] == "completed"
+    pass1 = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "pass1/rft"))
+    (arm,) = build_report("tracked").arms
+    assert [s for s, _ in pass1] == [0, 1] and [v for _, v in pass1] == pytest.approx([e.mean for _, e in arm.by_round])
+    loss = query("select final_loss from trainings where run_id = 'tracked'").final_loss.tolist()
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train_loss_seed0/rft")] == pytest.approx(loss)
+    assert "report/report.html" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
