@@ -191,13 +191,26 @@ FROM st LEFT JOIN tr USING (run_id, arm)
 VIEWS = ("summary", "compute", "nightly")
 
 
-def _is_current(path: Path, home: Path) -> bool:
+def _open_current(path: Path, home: Path) -> duckdb.DuckDBPyConnection | None:
+    """A read-only connection to the catalog at `path` if it is the current one for `home`, else None."""
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            rows = con.sql("SELECT home, version FROM _catalog").fetchall()
+        con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error:
-        return False
-    return rows == [(str(home), _version())]
+        return None
+    try:
+        if con.sql("SELECT home, version FROM _catalog").fetchall() == [(str(home), _version())]:
+            return con
+    except duckdb.Error:
+        pass
+    con.close()
+    return None
+
+
+def _is_current(path: Path, home: Path) -> bool:
+    con = _open_current(path, home)
+    if con is not None:
+        con.close()
+    return con is not None
 
 
 def ensure_catalog(home: Path | None = None) -> Path:
@@ -241,8 +254,13 @@ def connect(home: Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to the catalog (built first if needed), for a `with` block. The block
     holds the catalog's read lock (`storage.compact.reading`): a compaction's swap waits for it, so
     a query never lists half of a swapped folder. Keep the block to the queries."""
-    path = ensure_catalog(home)
-    with reading(path.parent), duckdb.connect(str(path), read_only=True) as con:
+    home = (home or home_dir()).resolve()
+    path = home / CATALOG_NAME
+    # One open when the catalog is current (a cold `pidistill sql` pays for each open).
+    con = _open_current(path, home) if path.exists() else None
+    if con is None:
+        con = duckdb.connect(str(ensure_catalog(home)), read_only=True)
+    with reading(home), con:
         yield con
 
 
