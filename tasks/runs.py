@@ -299,7 +299,11 @@ def is_compacted(run_id: str) -> bool:
 def compact(run_id: str, log: logging.Logger | logging.LoggerAdapter) -> None:
     """Compact a run whose stages have all completed (the caller holds its lock). A run that cannot be
     compacted (queries that would not end, a filesystem without renameat2) stays correct as shards:
-    warned, never failed."""
+    warned, never failed. PIDISTILL_COMPACT=0 leaves every run as shards (a completed run can then
+    be resumed, as before compaction existed)."""
+    if os.environ.get("PIDISTILL_COMPACT", "1") == "0":
+        log.info(f"run {run_id}: left as shards (PIDISTILL_COMPACT=0)")
+        return
     t = time.perf_counter()
     try:
         done = compact_run(home_dir(), run_id, step=fault_point)

@@ -213,9 +213,12 @@ COMPARED = (
 
 
 @pytest.mark.slow
-def test_shards_on_ray_give_the_same_attempts_as_local_shards(tiny_model, ray_head, pidistill_home):
+def test_shards_on_ray_give_the_same_attempts_as_local_shards(tiny_model, ray_head, pidistill_home, monkeypatch):
     from flows.experiment import experiment_flow
 
+    # The run is resumed below after its later checkpoints are deleted (an interrupted run, made from a
+    # finished one): it must keep its shards, which a completed run is otherwise compacted out of.
+    monkeypatch.setenv("PIDISTILL_COMPACT", "0")
     local = load_config("demo", CFG)
     experiment_flow(local, run_id="local")  # while the Ray head starts
     on_ray = load_config("demo", [*CFG, "scale.executor=ray", f"scale.ray_address={ray_head.address}"])
