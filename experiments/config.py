@@ -240,6 +240,13 @@ class TrainConfig(_Frozen):
     epochs: float = Field(1.0, gt=0, description="Epochs over the round's accepted examples.")
     batch_size: int = Field(8, ge=1, description="Per-device train batch size.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel training processes (DDP), one per GPU (on a CPU: gloo): SFT runs as torchrun "
+        "children of the train task, batch_size per process. 1: in the task's own process.",
+    )
     max_length: int | None = Field(
         None,
         ge=8,
@@ -306,6 +313,21 @@ class ScaleConfig(_Frozen):
         "with other jobs sampled SmolLM2 about 9x slower than one.",
     )
     gpus_per_shard: float = Field(0.0, ge=0, description="executor=ray: GPUs a shard reserves (Ray num_gpus).")
+    chains: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Arm x seed chains run at once after round 0, each in its own process (flows/chains.py); "
+        "1: one after another in this process. The same attempts either way at the same torch_threads; set "
+        "torch_threads to cores / chains on a CPU.",
+    )
+    gpus_per_chain: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="GPUs each concurrent chain sees (CUDA_VISIBLE_DEVICES), from the ones this process sees: "
+        "chains x gpus_per_chain must fit. 0: not pinned (CPU).",
+    )
     ray_address: str | None = Field(
         None,
         description="executor=ray: the cluster, '<head-ip>:6379' (from a cluster node) or 'ray://<head-ip>:10001' "

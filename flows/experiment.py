@@ -6,6 +6,7 @@ from prefect import flow
 
 from experiments.config import ExperimentConfig
 from experiments.config import smoke as scale_down
+from flows.chains import run_chains
 from flows.round import round_flow
 from flows.scale import scaled
 from storage.home import home_dir
@@ -34,10 +35,15 @@ def experiment_flow(config: ExperimentConfig, run_id: str | None = None, smoke: 
     config = scale_down(config) if smoke else config
     run_id = run_id or new_run_id(config.name)
     with run_lifecycle(config, run_id):
-        for seed in config.seeds:
-            evaluate_base_models(config, run_id, seed)
-            for arm in config.arms:
-                run_chain(config.for_arm(arm.name), run_id, arm.name, seed)
+        if config.scale.chains == 1:
+            for seed in config.seeds:
+                evaluate_base_models(config, run_id, seed)
+                for arm in config.arms:
+                    run_chain(config.for_arm(arm.name), run_id, arm.name, seed)
+        else:  # round 0 of every seed, then the chains, up to scale.chains at once (flows/chains.py)
+            for seed in config.seeds:
+                evaluate_base_models(config, run_id, seed)
+            run_chains(config, run_id, [(arm.name, seed) for seed in config.seeds for arm in config.arms])
     return publish_report(run_id, config.tracking)
 
 

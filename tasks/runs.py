@@ -96,6 +96,23 @@ def preflight(config: ExperimentConfig) -> None:
         _PREFLIGHT_PASSED.add(key)
 
 
+def _check_chains(config: ExperimentConfig) -> None:
+    """Concurrent chains (flows/chains.py): the GPUs they are pinned to exist; not combined with Ray yet."""
+    from models.devices import device_sets, visible_devices
+
+    if config.scale.executor == "ray":
+        raise PreflightError(
+            "scale.chains > 1 runs chains as local processes; with scale.executor=ray keep scale.chains=1 "
+            "(the shards of each round go to the cluster)"
+        )
+    try:
+        device_sets(
+            config.scale.chains, config.scale.gpus_per_chain, visible_devices() if config.scale.gpus_per_chain else []
+        )
+    except ConfigError as exc:
+        raise PreflightError(str(exc)) from None
+
+
 def _preflight(config: ExperimentConfig) -> None:
     if config.tracking.mlflow:  # a tracker that cannot take the run fails now, not after the run's compute
         from analysis.tracking import TrackingError, check_mlflow, mlflow_uri
@@ -104,6 +121,8 @@ def _preflight(config: ExperimentConfig) -> None:
             check_mlflow(mlflow_uri(config.tracking))
         except TrackingError as exc:
             raise PreflightError(f"tracking.mlflow: {exc}") from None
+    if config.scale.chains > 1:
+        _check_chains(config)
     for arm in config.arms:
         cfg = config.for_arm(arm.name)
         where = f"arm {arm.name!r}: " if arm.set else ""
@@ -135,6 +154,11 @@ def _preflight(config: ExperimentConfig) -> None:
             raise PreflightError(  # training would cut completions the sampler may write (their answers last)
                 f"{where}train.max_length={cfg.train.max_length} does not fit a prompt plus "
                 f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}: raise it, or leave it empty (no cut)"
+            )
+        if cfg.train.processes > 1 and cfg.train.method == "opsd":
+            raise PreflightError(  # OPSD's own loop is not data-parallel yet; SFT's trainer is
+                f"{where}train.processes={cfg.train.processes}: multi-process training is SFT only; "
+                "OPSD trains in one process (set train.processes=1)"
             )
         if cfg.train.method == "opsd":
             _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)

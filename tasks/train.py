@@ -59,19 +59,24 @@ def train(
     with metered(key, "train", 0, model_ref) as m, stage_threads(cfg.scale):
         result = None
         if t.method == "sft" and len(examples) >= max(1, t.min_examples):
-            from models.training.sft import train_sft
-
             release_samplers()  # free the sampler's (GPU) memory before training
-            result = train_sft(
-                model_ref,
-                trainer_examples(cfg, model_ref, examples, problems),
-                t,
-                checkpoint_dir(key),
-                seed=derive_seed(key.seed, key.round, "train"),
-                device=cfg.model.device,
-                dtype=cfg.model.dtype,
-                callbacks=_fault_callbacks(),
-            )
+            args = (model_ref, trainer_examples(cfg, model_ref, examples, problems), t, checkpoint_dir(key))
+            seed = derive_seed(key.seed, key.round, "train")
+            if t.processes > 1:
+                from models.loading import resolve_device
+                from models.training.distributed import train_sft_processes
+                from tasks.runs import run_logger
+
+                device = resolve_device(cfg.model.device)
+                result = train_sft_processes(
+                    *args, seed=seed, device=device, dtype=cfg.model.dtype, processes=t.processes, log=run_logger()
+                )
+            else:
+                from models.training.sft import train_sft
+
+                result = train_sft(
+                    *args, seed=seed, device=cfg.model.device, dtype=cfg.model.dtype, callbacks=fault_callbacks()
+                )
         elif t.method == "opsd":
             release_samplers()
             result = _opsd(cfg, key, model_ref, list(problems.values()))
@@ -115,7 +120,7 @@ def trainer_examples(
     ]
 
 
-def _fault_callbacks() -> list:
+def fault_callbacks() -> list:
     """Crash tests (PIDISTILL_FAULT_KILL_AT=train): die after a training step, mid-checkpoint."""
     import os
 
@@ -179,3 +184,11 @@ def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[P
     verified = verify_rows(cfg, {p.problem_id: p for p in problems}, attempts)  # for the record: do rollouts improve?
     write_rows(key.path("attempts", "opsd"), verified, "attempts")  # no decision: rollouts are not filtered
     return result
+
+
+if __name__ == "__main__":  # one rank of `train.processes` > 1 (models/training/distributed.py)
+    import sys
+
+    from models.training.distributed import run_rank
+
+    run_rank(sys.argv[1], fault_callbacks())

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ class TrainResult:
     steps: int
     final_loss: float | None
     seconds: float
+    losses: tuple[float, ...] = ()  # the loss logged at each step (averaged over processes)
 
 
 def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str, dtype: str = "auto"):
@@ -72,6 +75,8 @@ def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str, dtype
         bf16=device == "cuda" and compute == torch.bfloat16,
         fp16=device == "cuda" and compute == torch.float16,
         use_cpu=device == "cpu",
+        # data-parallel processes on a CPU talk over gloo (NCCL is GPU-only)
+        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
@@ -132,7 +137,11 @@ def train_sft(
     # merges into fp32 weights too (merged into bf16 it lost most of the update), and the checkpoint stays
     # fp32 so the next round continues from the exact weights (samplers load it in `dtype`).
     model = load_model(model_ref, device=device, dtype="float32")
-    with folder_atomic(checkpoint) as work:
+    # One of several data-parallel processes (models/training/distributed.py): rank 0 alone saves.
+    rank = int(os.environ.get("RANK", "0"))
+    saving = folder_atomic(checkpoint) if rank == 0 else tempfile.TemporaryDirectory(prefix=f"rank{rank}-")
+    with saving as work_dir:
+        work = Path(work_dir)
         trainer = SFTTrainer(
             model=model,
             args=sft_config(cfg, work / "trainer", seed, device, dtype),
@@ -150,9 +159,10 @@ def train_sft(
         if cfg.peft == "lora":
             trained = trained.merge_and_unload()
         shutil.rmtree(work / "trainer", ignore_errors=True)
-        trained.save_pretrained(work)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(work)
+        if rank == 0:
+            trained.save_pretrained(work)
+            tokenizer.padding_side = "left"
+            tokenizer.save_pretrained(work)
     final_loss = losses[-1] if losses else output.training_loss
     return TrainResult(
         checkpoint=str(checkpoint),
@@ -160,4 +170,5 @@ def train_sft(
         steps=int(output.global_step),
         final_loss=None if final_loss is None or math.isnan(final_loss) else float(final_loss),
         seconds=round(time.time() - started, 3),
+        losses=tuple(float(x) for x in losses),
     )
