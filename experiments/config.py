@@ -127,6 +127,26 @@ class SamplingConfig(_Frozen):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(64, ge=1, description="Most tokens generated per completion.")
     batch_size: int = Field(64, ge=1, description="Sequences per generate() call (HF backend).")
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, description="vLLM: GPUs one engine splits the model over (tensor parallel); empty: 1."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="vLLM: share of each GPU's memory the engine takes for weights and KV cache; empty: vLLM's 0.9.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="vLLM: longest prompt + completion the engine serves (less KV cache to reserve); empty: the model's.",
+    )
+
+    def engine_options(self) -> dict[str, Any]:
+        """What goes to `vllm.LLM` beyond the model and dtype: the settings given (empty ones: vLLM's defaults)."""
+        names = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
     temperature_schedule: list[float] | None = Field(
         None,
         description="Per-round temperatures (round r uses entry r-1, the last one repeats); empty = `temperature`.",

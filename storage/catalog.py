@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from storage.compact import LOCK_NAME, reading
 from storage.home import home_dir
+from storage.lock import LOCK_NAME, reading
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -233,7 +233,7 @@ def _build(home: Path) -> Path:
         f = _schema_file(home, table)
         if not f.exists() or not pq.read_schema(f).equals(schema):
             write_parquet(f, schema.empty_table())
-    (home / LOCK_NAME).touch()  # before any compaction can start: readers lock it (storage.compact)
+    (home / LOCK_NAME).touch()  # before anything can hold it exclusively: readers lock it (storage.lock)
     path = home / CATALOG_NAME
     tmp = home / f"{CATALOG_NAME}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -252,8 +252,8 @@ def _build(home: Path) -> Path:
 @contextmanager
 def connect(home: Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to the catalog (built first if needed), for a `with` block. The block
-    holds the catalog's read lock (`storage.compact.reading`): a compaction's swap waits for it, so
-    a query never lists half of a swapped folder. Keep the block to the queries."""
+    holds the catalog's read lock (`storage.lock.reading`): a compaction's swap or a file rewritten in
+    place waits for it, so a query never reads half of one. Keep the block to the queries."""
     home = (home or home_dir()).resolve()
     path = home / CATALOG_NAME
     # One open when the catalog is current (a cold `pidistill sql` pays for each open).

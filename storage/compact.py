@@ -35,18 +35,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import secrets
 import shutil
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.lock import LockTimeout, exclusive
+
 COMPACTED = "compacted.parquet"
-LOCK_NAME = "catalog.lock"
 # Rows buffered before a row group is written: big enough that a scan reads few groups, small
 # enough that a run's largest table streams through in bounded memory.
 ROW_GROUP_ROWS = 64_000
@@ -83,56 +81,6 @@ def unfinished(run_dir: Path) -> bool:
     from storage.writer import TMP_MARK
 
     return any(shard_files(run_dir / t) for t in TABLES) or any(run_dir.glob(f"*{TMP_MARK}compact-*"))
-
-
-# ----------------------------------------------------------------------------- the readers' lock
-
-
-def _lock_fd(home: Path, *, create: bool) -> int | None:
-    path = home / LOCK_NAME
-    try:
-        return os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
-    except FileNotFoundError:
-        return None  # no compactor has ever run on this home, and none can be mid-swap
-    except PermissionError:
-        if create:
-            raise
-        return None
-
-
-@contextmanager
-def reading(home: Path) -> Iterator[None]:
-    """Hold the catalog shared while a query lists and reads files: a swap waits until it is done."""
-    fd = _lock_fd(home, create=False)
-    if fd is None:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextmanager
-def _swapping(home: Path, wait: float) -> Iterator[None]:
-    """Hold the catalog exclusively (no query running) for a swap; polls, so it never waits on itself
-    or forever. Raises CompactionError after `wait` seconds of queries that would not end."""
-    fd = _lock_fd(home, create=True)
-    assert fd is not None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CompactionError(f"queries held {home / LOCK_NAME} for {wait:.0f} s; not swapped") from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- the swap
@@ -228,8 +176,11 @@ def compact_table(
         _fsync(staging)
         if step:
             step("compact:staged")
-        with _swapping(home, wait):
-            exchange(staging, table_dir)
+        try:
+            with exclusive(home, wait):
+                exchange(staging, table_dir)
+        except LockTimeout as exc:
+            raise CompactionError(f"{exc}; {run_id}/{table} left as shards") from None
         _fsync(table_dir.parent)
         if step:
             step("compact:swapped")

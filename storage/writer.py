@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.compact import COMPACTED
+from storage.lock import LockTimeout, exclusive
 from storage.schema import TABLES, Attempt, arrow_schema
 
 TMP_MARK = ".tmp-"
@@ -67,17 +68,36 @@ def to_arrow(rows: Iterable[Mapping[str, Any] | Attempt] | pa.Table, schema: pa.
     return pa.Table.from_pylist(dicts, schema=schema)
 
 
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], object], readers: Path | None = None) -> Path:
     """`write(tmp)` to a temp name in `path`'s folder, then `os.replace` it to `path`: readers see the
-    whole file or nothing, and a killed writer leaves only a temp file (see `sweep_temp_files`)."""
+    whole file or nothing, and a killed writer leaves only a temp file (see `sweep_temp_files`).
+
+    `readers`: the home whose queries may be reading `path` (a run's `runs` row, rewritten as the run goes;
+    a shard a resumed stage writes again): replacing an existing file then waits for running queries
+    (`storage.lock`), up to REWRITE_WAIT seconds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
     try:
         write(tmp)
-        os.replace(tmp, path)
+        if readers is None or not path.exists():  # a new path is in no query's listing until it is whole
+            os.replace(tmp, path)
+        else:
+            _replace_between_queries(tmp, path, readers)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+REWRITE_WAIT = 30.0
+
+
+def _replace_between_queries(tmp: Path, path: Path, home: Path) -> None:
+    try:
+        with exclusive(home, REWRITE_WAIT):
+            os.replace(tmp, path)
+    except LockTimeout:
+        # A query has run for REWRITE_WAIT seconds: the run goes on; that query may fail and be rerun.
+        os.replace(tmp, path)
 
 
 @contextmanager
@@ -102,15 +122,17 @@ def folder_atomic(final: Path, *, replace: bool = True) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_parquet(path: Path, table: pa.Table) -> Path:
-    """Write `table` to `path` atomically (temp name in the same folder, then os.replace)."""
-    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+def write_parquet(path: Path, table: pa.Table, readers: Path | None = None) -> Path:
+    """Write `table` to `path` atomically (temp name in the same folder, then os.replace; see write_atomic)."""
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"), readers)
 
 
-def write_rows(path: Path, rows: Iterable[Mapping[str, Any] | Attempt] | pa.Table, table: str) -> Path:
+def write_rows(
+    path: Path, rows: Iterable[Mapping[str, Any] | Attempt] | pa.Table, table: str, readers: Path | None = None
+) -> Path:
     """Validate rows (dicts, or `Attempt`s for `attempts`) against the named table's schema and write them
-    atomically."""
-    return write_parquet(path, to_arrow(rows, TABLES[table]))
+    atomically. `readers`: the home, for a file rewritten in place (see write_atomic)."""
+    return write_parquet(path, to_arrow(rows, TABLES[table]), readers)
 
 
 def sweep_temp_files(root: Path) -> list[Path]:

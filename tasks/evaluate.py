@@ -22,7 +22,6 @@ from prefect.cache_policies import NO_CACHE
 from experiments.config import ExperimentConfig
 from storage.home import home_dir
 from storage.schema import Attempt
-from storage.writer import write_rows
 from tasks.domain import eval_problems
 from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed
@@ -90,8 +89,8 @@ def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> flo
         m["n_items"] = len(rows)
     for k in keys:
         mine = _for_key(rows, k)
-        write_rows(k.path("attempts", "eval"), mine, "attempts")  # no decision: eval attempts train nothing
-        write_rows(k.path("evaluations", "eval"), evaluation_rows(k, mine), "evaluations")
+        k.write("attempts", "eval", mine)  # no decision: eval attempts train nothing
+        k.write("evaluations", "eval", evaluation_rows(k, mine))
     return pass_at_1(rows)
 
 

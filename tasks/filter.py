@@ -25,7 +25,6 @@ from domains.errors import NotRetryable
 from domains.pi import first_messages, pi_blocks
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
-from storage.writer import write_rows
 from tasks.domain import domain_of
 from tasks.keys import RoundKey
 from tasks.metering import metered
@@ -131,7 +130,7 @@ def filter_attempts(
         attempts = decide(cfg, attempts)
         examples = sft_examples(cfg, key, problems, attempts, load_tokenizer(model_ref))
         assert_no_pi(examples, attempts)
-        write_rows(key.path("attempts", "train"), attempts, "attempts")
-        write_rows(key.path("sft_examples", "filter"), examples, "sft_examples")
+        key.write("attempts", "train", attempts)
+        key.write("sft_examples", "filter", examples)
         m["n_items"] = len(attempts)
     return examples

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage.ids import hash_hex, hash_int
-from storage.writer import shard_path
+from storage.schema import Attempt
+from storage.writer import shard_path, write_rows
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,11 @@ class RoundKey:
 
     def path(self, table: str, stage: str, shard: int = 0) -> Path:
         return shard_path(Path(self.home), self.run_id, table, self.arm, self.seed, self.round, stage, shard)
+
+    def write(self, table: str, stage: str, rows: Iterable[Mapping[str, Any] | Attempt], shard: int = 0) -> Path:
+        """Write a stage's rows of `table` to its shard. A stage run again (a resumed run) rewrites the same
+        path: that replace waits for running queries (`storage.lock`), a first write needs no wait."""
+        return write_rows(self.path(table, stage, shard), rows, table, readers=Path(self.home))
 
     def columns(self) -> dict:
         return {"run_id": self.run_id, "arm": self.arm, "seed": self.seed, "round": self.round}

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from storage.schema import Attempt
-from storage.writer import write_rows
 from tasks.keys import RoundKey
 
 
@@ -48,7 +47,7 @@ def metered(
             "shard": shard,
             "worker": worker_name(),
         }
-        write_rows(key.path("stages", f"{stage}-{attempt_idx}", shard or 0), [row], "stages")
+        key.write("stages", f"{stage}-{attempt_idx}", [row], shard=shard or 0)
 
 
 def worker_name() -> str:

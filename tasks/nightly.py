@@ -73,7 +73,7 @@ def resolve_presets(
 def record_arms(run_id: str, nightly_id: str, nightly_started_at: datetime, preset: str, smoke: bool) -> int:
     """Write the run's per-arm estimates to `<run>/nightly_arms/arms.parquet`; returns the number of arms."""
     rows = arm_rows(build_report(run_id), nightly_id, nightly_started_at, preset, smoke)
-    write_rows(home_dir() / run_id / "nightly_arms" / "arms.parquet", rows, "nightly_arms")
+    write_rows(home_dir() / run_id / "nightly_arms" / "arms.parquet", rows, "nightly_arms", readers=home_dir())
     return len(rows)
 
 

@@ -27,7 +27,9 @@ def publish_report(run_id: str, tracking: TrackingConfig | None = None) -> list[
     the table and the report as artifacts, send the run to the tracker `tracking` names; returns the table."""
     report = build_report(run_id)
     path = write_report(report)
-    write_rows(home_dir() / run_id / "arm_results" / "arms.parquet", arm_result_rows(report), "arm_results")
+    write_rows(
+        home_dir() / run_id / "arm_results" / "arms.parquet", arm_result_rows(report), "arm_results", readers=home_dir()
+    )
     rows = table_rows(report)
     create_table_artifact(
         table=rows,

@@ -392,7 +392,7 @@ def write_run(
         "error": error,
         "smoke": config.smoke,
     }
-    write_rows(home_dir() / run_id / "runs" / "run.parquet", [row], "runs")
+    write_rows(home_dir() / run_id / "runs" / "run.parquet", [row], "runs", readers=home_dir())  # rewritten in place
 
 
 def retry_model_config(cfg: ExperimentConfig) -> ModelConfig | None:

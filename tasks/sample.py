@@ -67,7 +67,8 @@ def stop_for(cfg: ExperimentConfig, style: PromptStyle) -> tuple[str, ...]:
 
 def make_sampler(cfg: ExperimentConfig, model_ref: str) -> Sampler:
     """The configured sampling backend over `model_ref` (kept loaded across stages)."""
-    return get_sampler(cfg.sampling.backend, model_ref, cfg.model.device, cfg.model.dtype, cfg.sampling.batch_size)
+    s = cfg.sampling
+    return get_sampler(s.backend, model_ref, cfg.model.device, cfg.model.dtype, s.batch_size, s.engine_options())
 
 
 def temperature_for(cfg: ExperimentConfig, round: int, attempt_idx: int) -> float:
@@ -182,7 +183,6 @@ def diagnose(
     """self_diagnosis: the model explains each failed attempt; returns {failed attempt_id: diagnosis}.
 
     The diagnoses are stored as attempts with phase = 'diagnosis' (parent_id = the failed attempt)."""
-    from storage.writer import write_rows
 
     domain = domain_of(cfg)
     requests = [
@@ -212,7 +212,7 @@ def diagnose(
             stop=() if style.chat else ("\n\n",),  # a chat model's diagnosis is its whole turn
         )
         count_tokens(m, rows)
-    write_rows(key.path("attempts", f"diagnosis-{attempt_idx}"), rows, "attempts")  # no verdict, no decision
+    key.write("attempts", f"diagnosis-{attempt_idx}", rows)  # no verdict, no decision
     return {a.parent_id: a.completion for a in rows if a.parent_id}  # every diagnosis has its parent
 
 

@@ -17,7 +17,6 @@ from prefect.cache_policies import NO_CACHE
 from domains import Problem
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
-from storage.writer import write_rows
 from tasks.domain import domain_of
 from tasks.failures import retry_on_infrastructure
 from tasks.keys import RoundKey, attempt_id, derive_seed
@@ -88,7 +87,7 @@ def train(
                 checkpoint=result.checkpoint,
                 seconds=result.seconds,
             )
-        write_rows(key.path("trainings", "train"), [row], "trainings")
+        key.write("trainings", "train", [row])
         m["n_items"] = row["n_examples"]
     return row["checkpoint"]
 
@@ -182,7 +181,7 @@ def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[P
         style=style_of(cfg, load_tokenizer(model_ref)),
     )
     verified = verify_rows(cfg, {p.problem_id: p for p in problems}, attempts)  # for the record: do rollouts improve?
-    write_rows(key.path("attempts", "opsd"), verified, "attempts")  # no decision: rollouts are not filtered
+    key.write("attempts", "opsd", verified)  # no decision: rollouts are not filtered
     return result
 
 

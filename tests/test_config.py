@@ -279,3 +279,18 @@ def test_training_length_fits_what_the_sampler_may_write():
         assert cfg.train.max_length is None or cfg.train.max_length > cfg.sampling.max_new_tokens, name
     with pytest.raises(PreflightError, match=r"train.max_length=512 does not fit a prompt plus sampling.max_new"):
         preflight(load_config("demo", ["train.max_length=512", "sampling.max_new_tokens=1024"]))
+
+
+def test_vllm_engine_settings_go_to_the_engine_only_when_given():
+    assert load_config("demo").sampling.engine_options() == {}  # vLLM's own defaults
+    cfg = load_config(
+        "demo",
+        ["sampling.tensor_parallel_size=4", "sampling.gpu_memory_utilization=0.6", "sampling.max_model_len=4096"],
+    )
+    assert cfg.sampling.engine_options() == {
+        "tensor_parallel_size": 4,
+        "gpu_memory_utilization": 0.6,
+        "max_model_len": 4096,
+    }
+    with pytest.raises(ConfigError, match="gpu_memory_utilization"):
+        load_config("demo", ["sampling.gpu_memory_utilization=1.5"])

@@ -281,3 +281,50 @@ def test_every_column_of_every_table_and_view_says_what_it_means(pidistill_home:
     assert blank.empty, blank[["table_name", "column_name"]].to_string()
     views = query("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal AND view_name <> '_catalog'")
     assert views.comment.notna().all() and len(views) == len(TABLES) + len(VIEWS)
+
+
+def test_a_file_rewritten_in_place_is_never_read_half_old_half_new(pidistill_home: Path):
+    """A run's `runs` row is rewritten as its status changes. DuckDB opens a file to bind its schema and again
+    to scan it, so an `os.replace` between the two gave the old footer with the new bytes: measured here,
+    10 of 22 queries failed ("TProtocolException: Invalid data") while the row was rewritten 400 times.
+    With `readers=` the replace waits for running queries (storage.lock): none fails."""
+    from storage.lock import LOCK_NAME
+
+    def row(i: int) -> dict:
+        return {
+            "run_id": "r",
+            "experiment": "e" * (i % 50),
+            "config_json": "{" + "x" * (i * 37 % 3000) + "}",  # a file of another size each time
+            "config_hash": "h",
+            "code_version": "c",
+            "data_hash": "d",
+            "started_at": datetime.now(UTC),
+            "finished_at": None,
+            "status": "running",
+            "error": None,
+            "smoke": False,
+        }
+
+    path = pidistill_home / "r" / "runs" / "run.parquet"
+    write_rows(path, [row(0)], "runs")
+    query("select 1")
+    assert (pidistill_home / LOCK_NAME).exists()
+    errors, answers, stop = [], [0], threading.Event()
+
+    def read_loop() -> None:
+        while not stop.is_set():
+            try:
+                assert len(query("select * from runs")) == 1
+                answers[0] += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is what this test counts
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        for i in range(1, 400):
+            write_rows(path, [row(i)], "runs", readers=pidistill_home)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and answers[0] > 10, (answers, errors[:3])

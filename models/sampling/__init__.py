@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from models.sampling.base import Completion, Sampler, cut_at_stop
 
@@ -53,11 +55,19 @@ def resolve_backend(backend: str, device: str = "auto") -> str:
 
 
 def get_sampler(
-    backend: str, model_ref: str, device: str = "auto", dtype: str = "auto", batch_size: int = 64
+    backend: str,
+    model_ref: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 64,
+    engine: Mapping[str, Any] | None = None,
 ) -> Sampler:
+    """The kept sampler for `model_ref` (a new one when anything differs). `engine`: vLLM engine options
+    (`SamplingConfig.engine_options`), unused by the HF backend."""
     global _current
     backend = resolve_backend(backend, device)
-    key = (backend, model_ref, device, dtype, batch_size)
+    engine = dict(engine or {}) if backend == "vllm" else {}
+    key = (backend, model_ref, device, dtype, batch_size, tuple(sorted(engine.items())))
     with _lock:
         if _current is not None and _current[0] == key:
             return _current[1]
@@ -79,7 +89,7 @@ def get_sampler(
                 )
             from models.sampling.vllm import VLLMSampler
 
-            sampler: Sampler = VLLMSampler(model_ref, device=device, dtype=dtype, batch_size=batch_size)
+            sampler: Sampler = VLLMSampler(model_ref, device=device, dtype=dtype, batch_size=batch_size, **engine)
         else:
             from models.sampling.hf import HFSampler
 

@@ -164,3 +164,12 @@ def test_the_bundled_chat_model_samples_alike_on_both_backends(smollm2: Path):
         assert x.n_prompt_tokens == y.n_prompt_tokens == len(prompt_ids(tok, prompt))
         assert "<|im_end|>" not in x.text and x.finish_reason in ("stop", "length")
     assert sum(x.text == y.text for [x], [y] in zip(a, b)) >= 6, [(x[0].text, y[0].text) for x, y in zip(a, b)]
+
+
+def test_engine_settings_of_the_config_reach_the_engine(tiny_model: Path):
+    """`sampling.max_model_len` & co. (SamplingConfig.engine_options) go to vllm.LLM through get_sampler."""
+    try:
+        s = get_sampler("vllm", str(tiny_model), engine={"max_model_len": 256}, **DEV)
+        assert s.llm.llm_engine.model_config.max_model_len == 256
+    finally:
+        release_samplers()
