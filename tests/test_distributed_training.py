@@ -99,3 +99,45 @@ def test_a_round_trains_in_two_processes(tiny_model: Path, pidistill_home: Path)
     per_epoch = -(-row.n_examples // 4)  # a global batch of 2 processes x 2
     assert row.n_examples > 0 and row.steps == per_epoch * cfg.train.epochs and row.final_loss is not None
     assert (Path(row.checkpoint) / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_the_training_processes_die_with_the_task_process(tiny_model: Path, tmp_path: Path):
+    """A train task's process killed with SIGKILL (no cleanup runs) leaves no training process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys; from pathlib import Path; sys.path.insert(0, '.')\n"
+        "from experiments.config import TrainConfig\n"
+        "from models.training.distributed import train_sft_processes\n"
+        "from tests.test_distributed_training import _examples\n"
+        f"train_sft_processes({str(tiny_model)!r}, _examples(64), TrainConfig(epochs=50, batch_size=2, processes=2),"
+        f" Path({str(tmp_path / 'ckpt')!r}), seed=0, device='cpu', dtype='auto', processes=2,"
+        " log=logging.getLogger('x'))\n"
+    )
+    task = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent)
+
+    def trainers() -> list[int]:  # the launcher and its ranks: processes whose command line names the spec
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(tmp_path).encode() in cmdline and int(pid) != task.pid:
+                found.append(int(pid))
+        return found
+
+    deadline = time.monotonic() + 120
+    while len(trainers()) < 3 and time.monotonic() < deadline:  # the launcher and 2 ranks
+        time.sleep(0.5)
+    assert len(trainers()) >= 3, "the training processes did not start"
+    task.send_signal(signal.SIGKILL)
+    task.wait()
+    deadline = time.monotonic() + 60
+    while trainers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert trainers() == []

@@ -2,8 +2,9 @@
 
     result = train_sft_processes(model_ref, examples, cfg, checkpoint, seed=..., device="cuda", processes=8, log=log)
 
-A model too big for one GPU's memory in full fine-tuning, or a round too slow on one, trains data-
-parallel over N processes (one per GPU; on a CPU, N processes on the gloo backend). The train task
+A round too slow on one GPU trains data-parallel over N processes (one per GPU; on a CPU, N processes
+on the gloo backend). Every process holds the whole model and its optimizer: a model too big for one
+GPU needs sharded training (FSDP, ZeRO), which this is not. The train task
 writes the examples and the arguments to a folder beside the checkpoint and runs
 
     python -m torch.distributed.run --standalone --nproc-per-node N -m tasks.train <spec.json>
@@ -13,7 +14,8 @@ trains on its share of every batch, `train.batch_size` per process, and gradient
 rank 0 alone saves the checkpoint (in one rename, as in one process) and writes the result. The
 children's output goes line by line into the task's log; a child that dies (a crash, OOM, a kill)
 fails the task with the last lines of that output, and a retried or resumed round trains again
-from the same start, as a one-process round does.
+from the same start, as a one-process round does. If the task's own process dies, the launcher is
+sent SIGTERM (Linux's parent-death signal) and stops its children: no orphan keeps a GPU.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def train_sft_processes(
         (spec_dir / "spec.json").write_text(json.dumps(spec))
         argv = [
             sys.executable,
+            "-c",
+            _DIE_WITH_PARENT,
             "-m",
             "torch.distributed.run",
             "--standalone",
@@ -90,7 +94,12 @@ def _run(argv: list[str], log: logging.Logger | logging.LoggerAdapter) -> None:
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        errors="replace",
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -102,6 +111,14 @@ def _run(argv: list[str], log: logging.Logger | logging.LoggerAdapter) -> None:
     if code != 0:
         shown = "\n".join(tail)
         raise TrainingProcessFailed(f"training processes exited with status {code}; their last output:\n{shown}")
+
+
+# Runs first in the launcher's process: SIGTERM when the task's process dies (even by SIGKILL), then exec
+# the launcher (the signal survives exec). Not Popen's preexec_fn, which may deadlock in a threaded process.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # 1 = PR_SET_PDEATHSIG
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 def run_rank(spec_path: str, callbacks: list | None = None) -> None:
