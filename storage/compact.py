@@ -20,7 +20,7 @@ Why readers never see half of it (no rows missing, none counted twice):
 - A rename is atomic for one lookup, but a reader's glob walks the tree in several (list the
   table's folder, then each arm folder, ...), and one walk straddling the swap would list a mix.
   So the swap happens under an exclusive lock on `<home>/catalog.lock` that every reader through
-  `storage.catalog` holds shared for the length of its query (`reading`). Readers wait for a swap
+  `storage.catalog` holds shared for the length of its query (`storage/lock.py`). Readers wait for a swap
   (milliseconds); the swap waits for running queries, up to `wait` seconds, then gives up and
   leaves the table as it was.
 - A compactor killed at any point leaves the old tree or the new one in place and at most a

@@ -34,7 +34,7 @@ def _lock_fd(home: Path, *, create: bool) -> int | None:
     try:
         return os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
     except FileNotFoundError:
-        return None  # no compactor has ever run on this home, and none can be mid-swap
+        return None  # a home without a catalog yet: no writer has held the lock, none can be mid-change
     except PermissionError:
         if create:
             raise
