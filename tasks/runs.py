@@ -305,10 +305,11 @@ def compact_completed(run_id: str, wait: float = 120.0) -> list[TableCompaction]
     """`pidistill compact`: compact a completed run written before compaction existed, or one whose
     compaction was left undone. Takes the run's lock (RunInUse while a process writes it) and refuses
     a run that has not completed (a failed or running one may still be resumed and write shards)."""
+    if run_row(run_id) is None:  # before the lock, which would make the run's folder
+        raise ValueError(f"no run {run_id!r} in {home_dir()}")
     with run_lock(run_id):
         row = run_row(run_id)
-        if row is None:
-            raise ValueError(f"no run {run_id!r} in {home_dir()}")
+        assert row is not None
         if row["status"] != "completed":
             raise ValueError(f"run {run_id} is {row['status']}: only completed runs are compacted")
         sweep_temp_files(home_dir() / run_id)  # a killed compaction's staging folder

@@ -163,6 +163,7 @@ def test_only_a_completed_run_no_one_writes_is_compacted(pidistill_home: Path):
         compact_completed("failed")  # it may be resumed, and its resume writes shards
     with pytest.raises(ValueError, match="no run 'nope'"):
         compact_completed("nope")
+    assert not (pidistill_home / "nope").exists()  # nothing written for a run that is not there
     with run_lock("busy"), pytest.raises(RunInUse):
         compact_completed("busy")
     assert not any(is_compacted(r) for r in ("running", "failed", "busy"))
