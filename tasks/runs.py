@@ -30,7 +30,7 @@ from domains.arith import ArithDomain
 from domains.base import stable_hash
 from domains.data import looks_like_path
 from domains.errors import NotRetryable
-from experiments.config import ConfigError, ExperimentConfig, ModelConfig
+from experiments.config import ConfigError, ExperimentConfig, ModelConfig, TrainConfig
 from storage.compact import CompactionError, TableCompaction, compact_run, compacted
 from storage.home import home_dir
 from storage.schema import TABLES
@@ -97,14 +97,11 @@ def preflight(config: ExperimentConfig) -> None:
 
 
 def _check_chains(config: ExperimentConfig) -> None:
-    """Concurrent chains (flows/chains.py): the GPUs they are pinned to exist; not combined with Ray yet."""
+    """Concurrent chains (flows/chains.py): the GPUs local chains are pinned to exist (on Ray, Ray places them)."""
     from models.devices import device_sets, visible_devices
 
     if config.scale.executor == "ray":
-        raise PreflightError(
-            "scale.chains > 1 runs chains as local processes; with scale.executor=ray keep scale.chains=1 "
-            "(the shards of each round go to the cluster)"
-        )
+        return
     try:
         device_sets(
             config.scale.chains, config.scale.gpus_per_chain, visible_devices() if config.scale.gpus_per_chain else []
@@ -155,15 +152,38 @@ def _preflight(config: ExperimentConfig) -> None:
                 f"{where}train.max_length={cfg.train.max_length} does not fit a prompt plus "
                 f"sampling.max_new_tokens={cfg.sampling.max_new_tokens}: raise it, or leave it empty (no cut)"
             )
-        if cfg.train.processes > 1 and cfg.train.method == "opsd":
-            raise PreflightError(  # OPSD's own loop is not data-parallel yet; SFT's trainer is
-                f"{where}train.processes={cfg.train.processes}: multi-process training is SFT only; "
-                "OPSD trains in one process (set train.processes=1)"
-            )
+        if cfg.train.processes > 1:
+            _check_processes(cfg.train, cfg.model.device, where)
         if cfg.train.method == "opsd":
             _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
             _check_pi(cfg.retry.feedback, "retry.feedback", domain, where)
+
+
+def _check_processes(t: TrainConfig, device: str, where: str) -> None:
+    """Multi-process training (models/training/distributed.py): what its strategies can train."""
+    from models.loading import resolve_device
+
+    n = f"train.processes={t.processes}"
+    if t.method == "opsd" and t.strategy != "ddp":
+        raise PreflightError(  # OPSD's own loop wraps the student in DDP; sharding it is not built
+            f"{where}{n} with train.strategy={t.strategy}: OPSD trains data-parallel (ddp) only; set train.strategy=ddp"
+        )
+    if t.method == "opsd" and t.opsd.batch_size < t.processes:
+        raise PreflightError(
+            f"{where}{n} with train.opsd.batch_size={t.opsd.batch_size}: every process rolls out its share of each "
+            "batch; make the batch at least as large as the processes"
+        )
+    if t.strategy != "ddp" and t.peft == "lora":
+        raise PreflightError(  # a LoRA adapter is merged into whole weights before saving; FSDP holds shards
+            f"{where}train.strategy={t.strategy} with train.peft=lora: sharding is for full fine-tuning (a LoRA "
+            "run's training state fits one GPU: use train.strategy=ddp)"
+        )
+    if t.strategy != "ddp" and resolve_device(device) == "cpu":
+        raise PreflightError(  # Accelerate builds FSDP for accelerators only; on a CPU it would silently be DDP
+            f"{where}train.strategy={t.strategy} needs GPUs: Accelerate shards on accelerators only; on a CPU "
+            "use train.strategy=ddp"
+        )
 
 
 def _check_model(name: str, field: str, where: str) -> None:

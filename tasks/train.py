@@ -9,7 +9,9 @@ Infrastructure failures (OOM, a crashed worker) are retried by Prefect; bad data
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -59,23 +61,16 @@ def train(
         result = None
         if t.method == "sft" and len(examples) >= max(1, t.min_examples):
             release_samplers()  # free the sampler's (GPU) memory before training
-            args = (model_ref, trainer_examples(cfg, model_ref, examples, problems), t, checkpoint_dir(key))
-            seed = derive_seed(key.seed, key.round, "train")
-            if t.processes > 1:
-                from models.loading import resolve_device
-                from models.training.distributed import train_sft_processes
-                from tasks.runs import run_logger
-
-                device = resolve_device(cfg.model.device)
-                result = train_sft_processes(
-                    *args, seed=seed, device=device, dtype=cfg.model.dtype, processes=t.processes, log=run_logger()
-                )
-            else:
-                from models.training.sft import train_sft
-
-                result = train_sft(
-                    *args, seed=seed, device=cfg.model.device, dtype=cfg.model.dtype, callbacks=fault_callbacks()
-                )
+            sft: dict[str, Any] = {
+                "model_ref": model_ref,
+                "examples": trainer_examples(cfg, model_ref, examples, problems),
+                "cfg": t,
+                "checkpoint": checkpoint_dir(key),
+                "seed": derive_seed(key.seed, key.round, "train"),
+                "device": cfg.model.device,
+                "dtype": cfg.model.dtype,
+            }
+            result = _in_processes(cfg, key, "sft", sft) if t.processes > 1 else _sft(**sft)
         elif t.method == "opsd":
             release_samplers()
             result = _opsd(cfg, key, model_ref, list(problems.values()))
@@ -134,55 +129,85 @@ def fault_callbacks() -> list:
     return [_Fault()]
 
 
+def _in_processes(cfg: ExperimentConfig, key: RoundKey, kind: str, payload: dict):
+    """Rank 0's result of `RANK_ENTRIES[kind](**payload)` over `train.processes` torchrun processes."""
+    from models.training.distributed import launch
+    from tasks.runs import run_logger
+
+    return launch(kind, payload, cfg.train.processes, checkpoint_dir(key).parent, run_logger())
+
+
+def _sft(**kwargs):
+    from models.training.sft import train_sft
+
+    return train_sft(**kwargs, callbacks=fault_callbacks())
+
+
 def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[Problem]):
-    from models.loading import load_tokenizer
-    from models.training.opsd import train_opsd
-    from tasks.sample import style_of
     from tasks.verify import verify_rows
 
-    domain = domain_of(cfg)
-    attempts: list[Attempt] = []
-
-    def record(step: int, rollouts) -> None:
-        for i, r in enumerate(rollouts):
-            attempts.append(
-                Attempt(
-                    **key.columns(),
-                    phase="opsd",
-                    problem_id=r.problem.problem_id,
-                    attempt_id=attempt_id(*key.columns().values(), "opsd", step, i, r.problem.problem_id),
-                    attempt_idx=0,
-                    sample_idx=step,
-                    model_ref=f"{model_ref}@opsd-step-{step}",
-                    sampler="hf",
-                    temperature=cfg.train.opsd.rollout_temperature,
-                    pi_kind=r.pi_kind,
-                    pi_text=r.pi_text,
-                    prompt=r.student_prompt,
-                    teacher_prompt=r.teacher_prompt,
-                    completion=r.completion,
-                    n_prompt_tokens=r.n_prompt_tokens,
-                    n_completion_tokens=len(r.completion_ids),
-                    created_at=now(),
-                )
-            )
-
-    result = train_opsd(
-        model_ref,
-        problems,
-        domain,
-        cfg.train,
-        checkpoint_dir(key),
-        seed=derive_seed(key.seed, key.round, "opsd"),
-        max_new_tokens=cfg.train.opsd.max_new_tokens or cfg.sampling.max_new_tokens,
-        device=cfg.model.device,
-        dtype=cfg.model.dtype,
-        on_rollouts=record,
-        style=style_of(cfg, load_tokenizer(model_ref)),
-    )
+    opsd: dict[str, Any] = {
+        "cfg": cfg,
+        "model_ref": model_ref,
+        "problems": problems,
+        "checkpoint": checkpoint_dir(key),
+        "seed": derive_seed(key.seed, key.round, "opsd"),
+    }
+    result, rollouts = _in_processes(cfg, key, "opsd", opsd) if cfg.train.processes > 1 else _opsd_rank(**opsd)
+    attempts = [
+        Attempt(
+            **key.columns(),
+            phase="opsd",
+            problem_id=r.problem.problem_id,
+            attempt_id=attempt_id(*key.columns().values(), "opsd", step, i, r.problem.problem_id),
+            attempt_idx=0,
+            sample_idx=step,
+            model_ref=f"{model_ref}@opsd-step-{step}",
+            sampler="hf",
+            temperature=cfg.train.opsd.rollout_temperature,
+            pi_kind=r.pi_kind,
+            pi_text=r.pi_text,
+            prompt=r.student_prompt,
+            teacher_prompt=r.teacher_prompt,
+            completion=r.completion,
+            n_prompt_tokens=r.n_prompt_tokens,
+            n_completion_tokens=len(r.completion_ids),
+            created_at=created,
+        )
+        for step, created, step_rollouts in rollouts
+        for i, r in enumerate(step_rollouts)
+    ]
     verified = verify_rows(cfg, {p.problem_id: p for p in problems}, attempts)  # for the record: do rollouts improve?
     key.write("attempts", "opsd", verified)  # no decision: rollouts are not filtered
     return result
+
+
+def _opsd_rank(cfg: ExperimentConfig, model_ref: str, problems: list[Problem], checkpoint: Path, seed: int):
+    """OPSD in this process (one of `train.processes` or the only one): the result, and on rank 0 the student's
+    rollouts as (step, time, rollouts)."""
+    from models.loading import load_tokenizer
+    from models.training.opsd import train_opsd
+    from tasks.sample import style_of
+
+    rollouts: list = []
+    result = train_opsd(
+        model_ref,
+        problems,
+        domain_of(cfg),
+        cfg.train,
+        checkpoint,
+        seed=seed,
+        max_new_tokens=cfg.train.opsd.max_new_tokens or cfg.sampling.max_new_tokens,
+        device=cfg.model.device,
+        dtype=cfg.model.dtype,
+        on_rollouts=lambda step, rs: rollouts.append((step, now(), rs)),
+        style=style_of(cfg, load_tokenizer(model_ref)),
+    )
+    return result, rollouts
+
+
+# What a training process runs (models/training/distributed.py `launch`): its kind -> function of the payload.
+RANK_ENTRIES: dict[str, Callable[..., Any]] = {"sft": _sft, "opsd": _opsd_rank}
 
 
 if __name__ == "__main__":  # one rank of `train.processes` > 1 (models/training/distributed.py)
@@ -190,4 +215,4 @@ if __name__ == "__main__":  # one rank of `train.processes` > 1 (models/training
 
     from models.training.distributed import run_rank
 
-    run_rank(sys.argv[1], fault_callbacks())
+    run_rank(sys.argv[1], RANK_ENTRIES)

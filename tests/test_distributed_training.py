@@ -8,14 +8,20 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from domains import get_domain
 from experiments.config import TrainConfig, load_config
-from models.training.distributed import TrainingProcessFailed, train_sft_processes
+from models.training.distributed import TrainingProcessFailed, launch
 from models.training.sft import train_sft
 from tasks.runs import PreflightError, preflight
 
 log = logging.getLogger("test")
+
+
+def _sft_in_processes(model: Path, examples: list[dict], cfg: TrainConfig, checkpoint: Path, processes: int = 2):
+    payload = {"model_ref": str(model), "examples": examples, "cfg": cfg, "checkpoint": checkpoint}
+    return launch("sft", {**payload, "seed": 0, "device": "cpu", "dtype": "auto"}, processes, checkpoint.parent, log)
 
 
 def _examples(n: int = 32) -> list[dict]:
@@ -37,16 +43,8 @@ def test_two_processes_of_batch_b_train_like_one_of_batch_2b(tiny_model: Path, t
     )
     one_s = time.perf_counter() - t
     t = time.perf_counter()
-    two = train_sft_processes(
-        str(tiny_model),
-        examples,
-        TrainConfig(lr=1e-3, epochs=2, batch_size=4, processes=2),
-        tmp_path / "two",
-        seed=0,
-        device="cpu",
-        dtype="auto",
-        processes=2,
-        log=log,
+    two = _sft_in_processes(
+        tiny_model, examples, TrainConfig(lr=1e-3, epochs=2, batch_size=4, processes=2), tmp_path / "two"
     )
     two_s = time.perf_counter() - t
     print(f"1 process x batch 8: {one_s:.1f} s; 2 processes x batch 4: {two_s:.1f} s")
@@ -64,25 +62,122 @@ def test_two_processes_of_batch_b_train_like_one_of_batch_2b(tiny_model: Path, t
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no spec folder or temp checkpoint left
 
 
+def _sft_on(model: Path, examples: list[dict], cfg: TrainConfig, checkpoint: Path, device: str):
+    payload = {"model_ref": str(model), "examples": examples, "cfg": cfg, "checkpoint": checkpoint}
+    return launch(
+        "sft", {**payload, "seed": 0, "device": device, "dtype": "float32"}, cfg.processes, checkpoint.parent, log
+    )
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="FSDP shards over GPUs (Accelerate runs FSDP on accelerators only): needs 2 CUDA GPUs (make gpu-check)",
+)
+@pytest.mark.parametrize("strategy", ["fsdp", "fsdp_grad_op"])
+def test_sharded_training_trains_like_one_process_and_saves_whole_weights(
+    tiny_model: Path, tmp_path: Path, strategy: str
+):
+    """train.strategy=fsdp (FSDP2 full shard, ZeRO-3) / fsdp_grad_op (ZeRO-2) over 2 GPUs: the loss curve of one
+    process at twice the batch, and rank 0 gathers the shards into one ordinary checkpoint (every tensor whole)."""
+    from safetensors.torch import load_file
+
+    examples = _examples()
+    one = _sft_on(tiny_model, examples, TrainConfig(lr=1e-3, epochs=2, batch_size=8), tmp_path / "one", "cuda")
+    t = time.perf_counter()
+    cfg = TrainConfig(lr=1e-3, epochs=2, batch_size=4, processes=2, strategy=strategy)
+    sharded = _sft_on(tiny_model, examples, cfg, tmp_path / "sharded", "cuda")
+    print(f"{strategy}, 2 processes x batch 4: {time.perf_counter() - t:.1f} s")
+    assert sharded.steps == one.steps == 8
+    assert sharded.losses == pytest.approx(one.losses, rel=0.02)
+    a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "sharded" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape and b[k].dtype == a[k].dtype for k in a)
+    start = load_file(tiny_model / "model.safetensors")
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a)
+    apart = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved > 1e-3 and apart < moved / 20, (moved, apart)
+
+
+def test_the_sharding_strategies_reach_the_trainer():
+    """What `train.strategy` hands TRL/Accelerate in a rank of 2 (the sharded run itself needs 2 GPUs, above)."""
+    from models.training.sft import sft_config
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORLD_SIZE", "2")
+        full = sft_config(
+            TrainConfig(processes=2, strategy="fsdp"), Path("/tmp/x"), 0, "cuda", "float32"
+        ).fsdp_plugin_args
+        grad_op = sft_config(TrainConfig(processes=2, strategy="fsdp_grad_op"), Path("/tmp/x"), 0, "cuda", "float32")
+        ddp = sft_config(TrainConfig(processes=2), Path("/tmp/x"), 0, "cuda", "float32")
+    assert full["fsdp_version"] == 2 and full["reshard_after_forward"] is True
+    assert full["state_dict_type"] == "FULL_STATE_DICT" and full["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert grad_op.fsdp_plugin_args["reshard_after_forward"] is False
+    assert ddp.fsdp_plugin_args is None
+
+
+@pytest.mark.slow
+def test_opsd_in_two_processes_matches_one_process(tiny_model: Path, tmp_path: Path):
+    """OPSD over 2 processes (DDP, gloo): with greedy rollouts both draw the same completions, rank 0 gets every
+    rollout in batch order, and the loss curve follows one process's over the same batches."""
+    from tasks.train import _opsd_rank
+
+    cfg = load_config(
+        "demo",
+        [
+            "train.method=opsd",
+            "train.lr=1e-4",
+            "train.opsd.steps=3",
+            "train.opsd.batch_size=4",
+            "train.opsd.rollout_temperature=0",
+            "train.opsd.max_new_tokens=16",
+            "train.processes=2",
+        ],
+    )
+    problems = get_domain("arith").load("train", limit=8)
+    payload = {"cfg": cfg, "model_ref": str(tiny_model), "problems": problems, "seed": 0}
+    one, one_rollouts = _opsd_rank(**payload, checkpoint=tmp_path / "one")
+    t = time.perf_counter()
+    two, two_rollouts = launch("opsd", {**payload, "checkpoint": tmp_path / "two"}, 2, tmp_path, log)
+    print(f"OPSD, 2 processes: {time.perf_counter() - t:.1f} s")
+
+    assert two.steps == one.steps == 3 and two.n_examples == one.n_examples == 12
+    assert [(s, [r.problem.problem_id for r in rs]) for s, _, rs in two_rollouts] == [
+        (s, [r.problem.problem_id for r in rs]) for s, _, rs in one_rollouts
+    ]
+    assert [r.completion for _, _, rs in two_rollouts for r in rs] == [
+        r.completion for _, _, rs in one_rollouts for r in rs
+    ]
+    # not exact: each process averages over its own completion tokens, one process over all of them
+    assert two.losses == pytest.approx(one.losses, rel=0.1)
+    assert (tmp_path / "two" / "model.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
 @pytest.mark.slow
 def test_a_killed_training_process_fails_the_task_with_its_output_and_a_retry_trains(
     tiny_model: Path, tmp_path: Path, monkeypatch
 ):
     examples = _examples(16)
     cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=4, processes=2)
-    args = (str(tiny_model), examples, cfg, tmp_path / "ckpt")
     monkeypatch.setenv("PIDISTILL_FAULT_KILL_AT", "train#1")  # each child SIGKILLs itself after its first step
     with pytest.raises(TrainingProcessFailed, match=r"(?s)exited with status 1.*last output:.*SIGKILL"):
-        train_sft_processes(*args, seed=0, device="cpu", dtype="auto", processes=2, log=log)
+        _sft_in_processes(tiny_model, examples, cfg, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
     monkeypatch.delenv("PIDISTILL_FAULT_KILL_AT")
-    result = train_sft_processes(*args, seed=0, device="cpu", dtype="auto", processes=2, log=log)
+    result = _sft_in_processes(tiny_model, examples, cfg, tmp_path / "ckpt")
     assert result.steps == 2 and (tmp_path / "ckpt" / "model.safetensors").exists()
 
 
-def test_multi_process_training_is_sft_only_for_now():
-    with pytest.raises(PreflightError, match=r"train.processes=2: multi-process training is SFT only"):
-        preflight(load_config("demo", ["train.method=opsd", "train.processes=2"]))
+def test_preflight_refuses_what_the_training_strategies_cannot_train():
+    with pytest.raises(PreflightError, match=r"train.strategy=fsdp: OPSD trains data-parallel \(ddp\) only"):
+        preflight(load_config("demo", ["train.method=opsd", "train.processes=2", "train.strategy=fsdp"]))
+    with pytest.raises(PreflightError, match=r"train.opsd.batch_size=2: every process rolls out its share"):
+        preflight(load_config("demo", ["train.method=opsd", "train.processes=4", "train.opsd.batch_size=2"]))
+    with pytest.raises(PreflightError, match=r"train.strategy=fsdp_grad_op with train.peft=lora: sharding is for"):
+        preflight(load_config("demo", ["train.peft=lora", "train.processes=2", "train.strategy=fsdp_grad_op"]))
+    if not torch.cuda.is_available():
+        with pytest.raises(PreflightError, match=r"train.strategy=fsdp needs GPUs: Accelerate shards on accelerators"):
+            preflight(load_config("demo", ["train.processes=2", "train.strategy=fsdp"]))
+    preflight(load_config("demo", ["train.method=opsd", "train.processes=2", "train.opsd.batch_size=2"]))
 
 
 @pytest.mark.slow
@@ -112,11 +207,9 @@ def test_the_training_processes_die_with_the_task_process(tiny_model: Path, tmp_
     code = (
         "import logging, sys; from pathlib import Path; sys.path.insert(0, '.')\n"
         "from experiments.config import TrainConfig\n"
-        "from models.training.distributed import train_sft_processes\n"
-        "from tests.test_distributed_training import _examples\n"
-        f"train_sft_processes({str(tiny_model)!r}, _examples(64), TrainConfig(epochs=50, batch_size=2, processes=2),"
-        f" Path({str(tmp_path / 'ckpt')!r}), seed=0, device='cpu', dtype='auto', processes=2,"
-        " log=logging.getLogger('x'))\n"
+        "from tests.test_distributed_training import _examples, _sft_in_processes\n"
+        f"_sft_in_processes(Path({str(tiny_model)!r}), _examples(64), TrainConfig(epochs=50, batch_size=2, processes=2),"
+        f" Path({str(tmp_path / 'ckpt')!r}))\n"
     )
     task = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent)
 

@@ -260,3 +260,26 @@ def test_shards_on_ray_give_the_same_attempts_as_local_shards(tiny_model, ray_he
     experiment_flow(local, run_id="ray")
     assert {p: p.stat().st_mtime_ns for p in shard_rows} == written
     assert rows("ray") == rows("local")
+
+
+@pytest.mark.slow
+def test_chains_on_ray_give_the_attempts_of_serial_chains(tiny_model, ray_head, pidistill_home):
+    """scale.chains with scale.executor=ray: each arm x seed chain is one Ray task (its shards inside it)."""
+    from flows.experiment import experiment_flow
+
+    cfg = [c for c in CFG if c != "seeds=[0]"] + ["seeds=[0, 1]", "scale.torch_threads=1"]
+    experiment_flow(load_config("demo", cfg), run_id="serial")
+    on_ray = [*cfg, "scale.chains=2", "scale.executor=ray", f"scale.ray_address={ray_head.address}"]
+    experiment_flow(load_config("demo", on_ray), run_id="chains")
+
+    def rows(run_id: str, table: str = "attempts", cols: str = f"arm, {COMPARED}", where: str = "true") -> list:
+        return query(f"select {cols} from {table} where run_id = '{run_id}' and {where} order by all").values.tolist()
+
+    assert rows("chains") == rows("serial") and len(rows("chains")) > 32
+    # round 0 (the base model's evaluation) in this process; each seed's round 1 in a Ray worker, whole
+    workers = rows("chains", "stages", "seed, round, stage, worker")
+    here = f"{socket.gethostname()}:{os.getpid()}"
+    assert {w[3] for w in workers if w[1] == 0} == {here}
+    chain_workers = {(w[0], w[3]) for w in workers if w[1] == 1}
+    assert all(w.startswith("ray:") for _, w in chain_workers) and len(chain_workers) == 2, chain_workers
+    assert query("select status from runs where run_id = 'chains'").status.tolist() == ["completed"]

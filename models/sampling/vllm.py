@@ -26,6 +26,8 @@ all their GPU memory back, whatever Python still references; then gc and
 `torch.cuda.empty_cache()` for the parent. `LLM.sleep()` is not used: it needs
 `enable_sleep_mode` and the CUDA allocator (on CPU vLLM ignores it with a
 warning), and weights offloaded to pinned host memory would sit beside the trainer.
+`make gpu-check` (benchmarks/gpu_check.py) measures both on a GPU: what each leaves
+on the card and what getting the engine back costs.
 
 `batch_size` is accepted for the common signature and not used: vLLM batches
 continuously by itself (engine option `max_num_seqs` bounds it). Other keyword

@@ -42,6 +42,7 @@ from experiments.config import OPSDConfig, TrainConfig
 from models.loading import autocast, load_model, load_tokenizer, resolve_device
 from models.prompts import PromptStyle, prompt_ids, prompt_style, render
 from models.sampling.hf import HFSampler
+from models.training.distributed import rank, world_size
 from models.training.sft import TrainResult, lora_config
 from storage.writer import folder_atomic
 
@@ -170,11 +171,21 @@ def train_opsd(
     on_rollouts: Callable[[int, list[Rollout]], None] | None = None,
     style: PromptStyle | None = None,
 ) -> TrainResult:
-    """Run OPSD from `model_ref` on `problems`; save the student at `checkpoint` (LoRA merged)."""
+    """Run OPSD from `model_ref` on `problems`; save the student at `checkpoint` (LoRA merged).
+
+    In one of several training processes (`train.processes`, torchrun's environment): each step's batch is
+    the same on every rank, each rank rolls out and scores its share of it, DDP averages the gradients,
+    rank 0 gets every rank's rollouts (`on_rollouts`, in batch order) and alone saves the checkpoint."""
     o = cfg.opsd
     device = resolve_device(device)
     started = time.time()
     torch.manual_seed(seed)
+    world, me = world_size(), rank()
+    if world > 1 and min(o.batch_size, len(problems)) < world:
+        raise ValueError(
+            f"OPSD over {world} processes needs at least {world} problems a step (train.opsd.batch_size="
+            f"{o.batch_size}, {len(problems)} problems): every process trains on its share of each batch"
+        )
     tokenizer = load_tokenizer(model_ref)
     # fp32 master weights (bf16 autocast on CUDA), as SFT: bf16 weights round small updates away
     student: Any = load_model(model_ref, device=device, dtype="float32")  # a PeftModel under LoRA
@@ -186,29 +197,69 @@ def train_opsd(
         teacher = student if o.teacher == "live" else teacher
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    trained = _data_parallel(student, device) if world > 1 else student  # the student as the loss calls it
     steps = o.steps or max(1, math.ceil(cfg.epochs * len(problems) / o.batch_size))
     order = random.Random(seed)
     losses: list[float] = []
     for step in range(steps):
-        batch = order.sample(problems, min(o.batch_size, len(problems)))
+        batch = order.sample(problems, min(o.batch_size, len(problems)))  # the same on every rank
         student.eval()
-        rollouts = rollouts_for(student, tokenizer, domain, batch, o, seed * 100_003 + step, max_new_tokens, style)
-        if on_rollouts:
-            on_rollouts(step, rollouts)
+        # rank 0 draws with the one-process seed; the others with their own
+        rollout_seed = seed * 100_003 + step + me * 1_000_003
+        rollouts = rollouts_for(student, tokenizer, domain, batch[me::world], o, rollout_seed, max_new_tokens, style)
+        everyone = _gather_rollouts(rollouts, world) if world > 1 else rollouts
+        if on_rollouts and me == 0:
+            on_rollouts(step, everyone)
         student.train()
         with autocast(dtype, device):
-            loss = opsd_loss(student, teacher, tokenizer, rollouts, o)
+            loss = opsd_loss(trained, teacher, tokenizer, rollouts, o)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: the gradients averaged over the ranks
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         if o.teacher == "ema":
             _ema_update(teacher, student, o.ema_decay)
-        losses.append(loss.item())
+        losses.append(_mean_over_ranks(loss.detach(), world))
     saved = student.merge_and_unload() if cfg.peft == "lora" else student
-    with folder_atomic(checkpoint) as work:
-        saved.save_pretrained(work)
-        tokenizer.save_pretrained(work)
+    if me == 0:
+        with folder_atomic(checkpoint) as work:
+            saved.save_pretrained(work)
+            tokenizer.save_pretrained(work)
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return TrainResult(
-        str(checkpoint), steps * o.batch_size, steps, losses[-1] if losses else None, round(time.time() - started, 3)
+        str(checkpoint),
+        steps * min(o.batch_size, len(problems)),
+        steps,
+        losses[-1] if losses else None,
+        round(time.time() - started, 3),
+        tuple(losses),
     )
+
+
+def _data_parallel(student, device: str):
+    """The student wrapped in DDP over torchrun's processes (gloo on a CPU, NCCL on GPUs); the teacher and the
+    rollouts use the bare module (no gradient, nothing to synchronise)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.distributed.init_process_group(backend="gloo" if device == "cpu" else "nccl")
+    if device == "cpu":
+        return DistributedDataParallel(student)
+    return DistributedDataParallel(student, device_ids=[torch.cuda.current_device()])
+
+
+def _gather_rollouts(mine: list[Rollout], world: int) -> list[Rollout]:
+    """Every rank's rollouts on rank 0, in the batch's order (rank r rolled out problems r, r + world, ...)."""
+    parts: list[list[Rollout]] | None = [[] for _ in range(world)] if rank() == 0 else None
+    torch.distributed.gather_object(mine, parts, dst=0)
+    if parts is None:
+        return []
+    return [parts[j % world][j // world] for j in range(sum(len(p) for p in parts))]
+
+
+def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
+    if world > 1:
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss /= world
+    return loss.item()

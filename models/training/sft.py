@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -35,6 +34,7 @@ from typing import Any
 from experiments.config import TrainConfig
 from models.loading import load_model, load_tokenizer, resolve_device, resolve_dtype
 from models.prompts import check_prompt_parity
+from models.training.distributed import rank, world_size
 from storage.writer import folder_atomic
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,28 @@ def sft_config(cfg: TrainConfig, output_dir: Path, seed: int, device: str, dtype
         fp16=device == "cuda" and compute == torch.float16,
         use_cpu=device == "cpu",
         # data-parallel processes on a CPU talk over gloo (NCCL is GPU-only)
-        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+    if cfg.strategy != "ddp" and world_size() > 1:
+        if device == "cpu":  # Accelerate runs FSDP on accelerators only: on a CPU it would quietly train DDP
+            raise ValueError(f"train.strategy={cfg.strategy} needs GPUs; on a CPU use train.strategy=ddp")
+        args.update(fsdp=True, fsdp_config=fsdp_config(cfg))
     args.update(cfg.sft_overrides)
     return SFTConfig(**args)
+
+
+def fsdp_config(cfg: TrainConfig) -> dict[str, Any]:
+    """Transformers' FSDP2 settings for `train.strategy`: each decoder layer is one shard unit (the model's
+    `_no_split_modules`); reshard after forward = full shard (ZeRO-3), else parameters stay gathered until
+    backward (ZeRO-2). The checkpoint is gathered whole (fp32) on rank 0, a plain model folder like any other."""
+    return {
+        "version": 2,
+        "reshard_after_forward": cfg.strategy == "fsdp",
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "state_dict_type": "FULL_STATE_DICT",
+    }
 
 
 def _trl_example(example: dict[str, Any]) -> dict[str, Any]:
@@ -137,9 +153,8 @@ def train_sft(
     # merges into fp32 weights too (merged into bf16 it lost most of the update), and the checkpoint stays
     # fp32 so the next round continues from the exact weights (samplers load it in `dtype`).
     model = load_model(model_ref, device=device, dtype="float32")
-    # One of several data-parallel processes (models/training/distributed.py): rank 0 alone saves.
-    rank = int(os.environ.get("RANK", "0"))
-    saving = folder_atomic(checkpoint) if rank == 0 else tempfile.TemporaryDirectory(prefix=f"rank{rank}-")
+    # One of several training processes (models/training/distributed.py): rank 0 alone saves.
+    saving = folder_atomic(checkpoint) if rank() == 0 else tempfile.TemporaryDirectory(prefix=f"rank{rank()}-")
     with saving as work_dir:
         work = Path(work_dir)
         trainer = SFTTrainer(
@@ -156,11 +171,15 @@ def train_sft(
         output = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         trained: Any = trainer.model  # a PeftModel under LoRA, else the PreTrainedModel
+        state = None
+        if trainer.is_fsdp_enabled:  # every rank gathers its shards (a collective): rank 0 gets whole fp32 weights
+            state = trainer.accelerator.get_state_dict(trainer.model)
+            trained = trainer.accelerator.unwrap_model(trainer.model)
         if cfg.peft == "lora":
             trained = trained.merge_and_unload()
         shutil.rmtree(work / "trainer", ignore_errors=True)
-        if rank == 0:
-            trained.save_pretrained(work)
+        if rank() == 0:
+            trained.save_pretrained(work, state_dict=state)
             tokenizer.padding_side = "left"
             tokenizer.save_pretrained(work)
     final_loss = losses[-1] if losses else output.training_loss
