@@ -90,7 +90,9 @@ def preflight(config: ExperimentConfig) -> None:
 
     A config that passed once in this process is not checked again: the CLI checks before
     Prefect starts (a bad config fails in one line), then the flow's check is free."""
-    key = config.canonical_json() + config.tracking.model_dump_json()  # the stored config leaves tracking out
+    # Every field (the config hash leaves out tracking and where things run, which preflight checks too) and the
+    # devices this process sees.
+    key = config.model_dump_json() + str(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if key not in _PREFLIGHT_PASSED:
         _preflight(config)
         _PREFLIGHT_PASSED.add(key)

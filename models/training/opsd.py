@@ -115,9 +115,13 @@ def opsd_loss(student, teacher, tokenizer, rollouts: list[Rollout], cfg: OPSDCon
 
 
 def _ema_update(teacher, student, decay: float) -> None:
+    """Move the teacher's copy of each trained parameter towards the student's, matched by name (the teacher is
+    a copy of the student, LoRA layers included); frozen weights are the same in both and stay."""
+    theirs = dict(teacher.named_parameters())
     with torch.no_grad():
-        for t, s in zip(teacher.parameters(), student.parameters()):
-            t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+        for name, s in student.named_parameters():
+            if s.requires_grad:
+                theirs[name].mul_(decay).add_(s.detach(), alpha=1 - decay)
 
 
 def rollouts_for(
@@ -189,12 +193,13 @@ def train_opsd(
     tokenizer = load_tokenizer(model_ref)
     # fp32 master weights (bf16 autocast on CUDA), as SFT: bf16 weights round small updates away
     student: Any = load_model(model_ref, device=device, dtype="float32")  # a PeftModel under LoRA
-    teacher = student if o.teacher == "live" else copy.deepcopy(student).eval().requires_grad_(False)
     if cfg.peft == "lora":
         from peft import get_peft_model
 
-        student = get_peft_model(student, lora_config(cfg))  # a live teacher is the adapted model itself
-        teacher = student if o.teacher == "live" else teacher
+        student = get_peft_model(student, lora_config(cfg))
+    # A copy of the (adapted) student: frozen, it is the starting weights (a new LoRA adds zero); under ema its
+    # adapter follows the student's. A live teacher is the student itself.
+    teacher = student if o.teacher == "live" else copy.deepcopy(student).eval().requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     trained = _data_parallel(student, device) if world > 1 else student  # the student as the loss calls it
