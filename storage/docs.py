@@ -12,7 +12,8 @@ TABLE_DOCS = {
     "runs": "One row per experiment run: its config, lineage and status (rewritten as the run goes).",
     "attempts": "Every completion ever sampled: train tries and retries, evaluation samples, diagnoses, OPSD "
     "rollouts; with its verdict and (train phase) whether it became SFT data and why not.",
-    "sft_examples": "What each round trained on: the accepted attempts as prompt/completion pairs, without PI.",
+    "sft_examples": "What each round trained on: the accepted attempts as prompt/completion pairs, without PI; "
+    "none for a round that trained nothing (method none or opsd, fewer than train.min_examples).",
     "trainings": "One row per training stage (arm x seed x round): method, start model, steps, loss, checkpoint.",
     "evaluations": "Held-out evaluation: per arm x seed x round x problem, samples drawn and how many passed.",
     "stages": "Compute per stage (select-problems, sample, diagnose, verify, filter, train, evaluate): items, "
@@ -102,7 +103,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "trainings": {
         "method": "sft | opsd | none.",
         "init_model_ref": "The model training started from (the previous round's, or the base).",
-        "n_examples": "Examples trained on (OPSD: rollouts).",
+        "n_examples": "Examples trained on (OPSD: rollouts); 0 when the round trained nothing (method none, too few).",
         "steps": "Optimizer steps.",
         "lr": "Learning rate.",
         "final_loss": "Loss of the last step.",

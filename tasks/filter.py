@@ -125,12 +125,15 @@ def filter_attempts(
     """Decide, check for PI leaks, write the round's attempts and SFT examples (prompted as `model_ref`,
     the model this round trains, is); returns the examples."""
     from models.loading import load_tokenizer
+    from tasks.train import sft_trains
 
     with metered(key, "filter") as m:
         attempts = decide(cfg, attempts)
         examples = sft_examples(cfg, key, problems, attempts, load_tokenizer(model_ref))
         assert_no_pi(examples, attempts)
         key.write("attempts", "train", attempts)
-        key.write("sft_examples", "filter", examples)
+        # Lineage: `sft_examples` is what a trainer saw. An arm that does not train on them (method none, OPSD,
+        # too few examples) keeps its accepted attempts in `attempts` (accepted = true) and writes no examples.
+        key.write("sft_examples", "filter", examples if sft_trains(cfg, len(examples)) else [])
         m["n_items"] = len(attempts)
     return examples

@@ -50,7 +50,7 @@ def train(
         **key.columns(),
         "method": t.method,
         "init_model_ref": model_ref,
-        "n_examples": len(examples),
+        "n_examples": 0,  # what a trainer saw: none unless one trains below
         "steps": 0,
         "lr": t.lr,
         "final_loss": None,
@@ -59,7 +59,7 @@ def train(
     }
     with metered(key, "train", 0, model_ref) as m, stage_threads(cfg.scale):
         result = None
-        if t.method == "sft" and len(examples) >= max(1, t.min_examples):
+        if sft_trains(cfg, len(examples)):
             release_samplers()  # free the sampler's (GPU) memory before training
             sft: dict[str, Any] = {
                 "model_ref": model_ref,
@@ -85,6 +85,11 @@ def train(
         key.write("trainings", "train", [row])
         m["n_items"] = row["n_examples"]
     return row["checkpoint"]
+
+
+def sft_trains(cfg: ExperimentConfig, n_examples: int) -> bool:
+    """Whether this round's SFT trains on its `n_examples` accepted examples (else the model stays as it is)."""
+    return cfg.train.method == "sft" and n_examples >= max(1, cfg.train.min_examples)
 
 
 def trainer_examples(

@@ -120,12 +120,14 @@ def test_training_rows_and_sft_examples_match_accepted_attempts(home):
     assert tr.method.tolist() == ["sft", "sft", "none", "none", "sft", "sft", "sft", "sft"]
     trained = tr[tr.method == "sft"]
     assert (trained.steps > 0).all() and all(Path(c).is_dir() for c in trained.checkpoint)
-    acc = query(
-        """select arm, seed, count(*) n from attempts where run_id = 'small-a' and accepted group by all order by all"""
-    )
+    acc = query("""select arm, seed, count(*) n from attempts where run_id = 'small-a' and accepted
+                   and arm != 'no-train' group by all order by all""")
     ex = query("select arm, seed, count(*) n from sft_examples where run_id = 'small-a' group by all order by all")
     assert acc.values.tolist() == ex.values.tolist()
-    assert tr.n_examples.tolist() == ex.n.tolist()
+    assert tr[tr.method == "sft"].n_examples.tolist() == ex.n.tolist()
+    # Lineage is what a trainer saw: the arm that trains nothing accepted attempts but has no examples.
+    assert (tr[tr.method == "none"].n_examples == 0).all()
+    assert query("select count(*) n from attempts where run_id = 'small-a' and arm = 'no-train' and accepted").n[0] > 0
     # The training prompt is the original prompt: the first try's, never one carrying PI.
     joined = query("""select a.arm, a.attempt_idx, e.completion = a.completion same_completion,
                              e.prompt = root.prompt original_prompt,
@@ -320,7 +322,8 @@ def test_export_writes_a_dataset_that_load_dataset_reads(home, tmp_path, capsys)
     dest = tmp_path / "export"
     assert main(["export", "small-a", "--to", str(dest)]) == 0
     for table in ("attempts", "sft_examples"):
-        ds = datasets.load_dataset(str(dest), table, split="train")
+        # its own cache: HF's default one is keyed on the folder's path, which pytest reuses across sessions
+        ds = datasets.load_dataset(str(dest), table, split="train", cache_dir=str(tmp_path / "hf-cache"))
         want = query(f"select count(*) n from {table} where run_id = 'small-a'").n[0]
         assert len(ds) == want > 0
         assert set(ds.column_names) == set(query(f"select * from {table} limit 0").columns)
