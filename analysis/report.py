@@ -10,8 +10,11 @@ bootstrap interval (seeds and problems resampled) and a bootstrap p-value;
 each arm against the first arm (the reference) the same way; pass@1 by round;
 unbiased pass@k by round, k the most samples per problem drawn in evaluation;
 a sweep curve when the arms differ in one field (K, lr, rounds, ...); reject
-reasons, compute, and path diversity of correct training attempts. Point
-estimates equal the catalog's `summary` view (tests check it).
+reasons, compute, and path diversity of correct training attempts; the
+design's power (analysis.power: the MDE under the run's own variance) and
+each arm's reading of its Δ at that power ("inconclusive at this power" when
+its interval holds 0). Point estimates equal the catalog's `summary` view
+(tests check it).
 
 `report_page` turns the numbers into a page (analysis.page: sections of paragraphs,
 tables and plots), which the markdown and HTML templates render.
@@ -44,6 +47,16 @@ from analysis.page import (
     text,
 )
 from analysis.plots import report_plots
+from analysis.power import (
+    Power,
+    components,
+    design_line,
+    mde,
+    paired_differences,
+    power_of,
+    reading,
+    seed_effects_by_arm,
+)
 from analysis.tables import Table, cell, interval_pp, p_text, signed_pp
 from storage.catalog import query
 from storage.home import home_dir
@@ -71,6 +84,7 @@ class ArmResult:
     vs_reference: Estimate | None  # final - reference arm's final, paired
     by_round: list[tuple[int, Estimate]]
     pass_at_k: list[PassAtK] = field(default_factory=list)  # by round; empty when k = 1
+    reading: str = ""  # Δ's interval at this power: "inconclusive at this power (MDE x pp)", or "" (analysis.power)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,7 @@ class Report:
     arm_changes: dict[str, str] = field(default_factory=dict)  # arm -> what it sets, "key=value, ..."
     retry_chain: RetryChain | None = None  # one accepted retry with what led to it
     k: int = 1  # pass@k's k: the most samples per problem drawn in evaluation (1: pass@k is pass@1)
+    power: Power | None = None  # the run's design (most seeds x problems of an arm) under its own variance
 
 
 def _matrix(ev: pd.DataFrame, arm: str, rnd: int) -> pd.DataFrame:
@@ -183,6 +198,8 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
                 pass_at_k=[_pass_at_k(ev, arm, int(r), k, n_boot) for r in rounds] if k > 1 else [],
             )
         )
+    power = _power(ev, arms)
+    _read(arms, power, config.get("seed_result", ""))
     report = Report(
         run_id=run_id,
         experiment=run.experiment,
@@ -215,9 +232,29 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
         compute=query("SELECT * EXCLUDE (run_id) FROM compute WHERE run_id = $run_id ORDER BY arm", home, params),
         diversity=_diversity(run_id, config["domain"]["name"], home),
         k=k,
+        power=power,
     )
     report.images = report_plots(report)
     return report
+
+
+def _power(ev: pd.DataFrame, arms: list[ArmResult]) -> Power | None:
+    """The run's design (the most seeds x problems of an arm) under the variance of its own paired differences
+    (vs base); None before any arm has a trained round on two or more problems to measure."""
+    try:
+        measured = components(paired_differences(ev), "this run")
+    except ValueError:
+        return None
+    return power_of(measured, max(a.delta.n_seeds for a in arms), max(a.delta.n_problems for a in arms))
+
+
+def _read(arms: list[ArmResult], power: Power | None, seed_result: str) -> None:
+    """Each arm's `reading` of its Δ at its own design's MDE, against the sprint's result when that names the arm."""
+    expected = seed_effects_by_arm(seed_result, [a.arm for a in arms])
+    for a in arms:
+        if power is not None:
+            arm_mde = mde(power.components, a.delta.n_seeds, a.delta.n_problems)
+            a.reading = reading(a.delta.low, a.delta.high, arm_mde, expected.get(a.arm))
 
 
 def _retry_chain(run_id: str, home: Path | None) -> RetryChain | None:
@@ -267,6 +304,7 @@ def table_rows(report: Report) -> list[dict]:
             "delta_pp": round(a.delta.mean * 100, 2),
             "ci95_pp": interval_pp(a.delta.low, a.delta.high),
             "p_value": round(a.delta.p_value, 4),
+            "reading": a.reading,
             "vs_" + report.reference: "" if a.vs_reference is None else a.vs_reference.pp(),
             "base_pass1": round(a.base_pass1, 4),
             "final_pass1": round(a.final_pass1, 4),
@@ -316,6 +354,11 @@ def format_table(report: Report) -> str:
             f"{a.arm:<20} {a.delta.pp():>22} {p_text(a.delta.p_value):>6} {vs:>22} "
             f"{a.base_pass1:>6.3f} {a.final_pass1:>6.3f} {a.seeds:>5} {a.rounds:>6}"
         )
+    if report.power is not None:
+        lines.append(f"power: {design_line(report.power)}")
+        unclear = [a.arm for a in report.arms if a.reading.startswith("inconclusive")]
+        if unclear:
+            lines.append(f"inconclusive at this power (95 % interval holds 0): {', '.join(unclear)}")
     lines.append(
         f"run {report.run_id}  config {report.lineage['config_hash']}  code {report.lineage['code_version'][:12]}"
         f"  data {report.lineage['data_hash']}"
@@ -344,9 +387,11 @@ def report_page(report: Report) -> ReportPage:
             .assign(
                 delta_pp=[signed_pp(a.delta.mean) for a in report.arms],
                 p_value=[p_text(a.delta.p_value) for a in report.arms],
+                reading=[a.reading or "-" for a in report.arms],
                 **{f"vs_{report.reference}": lambda df: df[f"vs_{report.reference}"].replace("", "-")},
             )
         ),
+        *_power_blocks(report),
         Paragraph(
             text(
                 "Lineage: config ",
@@ -412,6 +457,25 @@ def report_page(report: Report) -> ReportPage:
         Section(text("Path diversity of correct training attempts"), 2, [Table.from_frame(report.diversity)]),
     ]
     return ReportPage(report.run_id, report.experiment, dict(lin), sections)
+
+
+def _power_blocks(report: Report) -> list[Block]:
+    """The power line under the Δpp table: what this design could detect, and how to read an interval with 0."""
+    if report.power is None:
+        return []
+    return [
+        Paragraph(
+            text(
+                "Power: ",
+                strong(design_line(report.power)),
+                ". MDE: the smallest true Δ whose 95 % interval excludes 0 in 80 % of runs of this design "
+                "(analysis/power.py). ",
+                code("reading"),
+                ": an interval that holds 0 (and the sprint's result for the arm, when it names one) is ",
+                "inconclusive at this power: the run cannot tell that effect from none.",
+            )
+        )
+    ]
 
 
 def _chain_blocks(chain: RetryChain | None) -> list[Block]:

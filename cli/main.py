@@ -5,6 +5,8 @@
                                                      # an existing --run-id resumes that run
     pidistill smoke [PRESET ...]                     # presets at micro scale (all by default)
     pidistill list                                   # presets and what the original sprint measured
+    pidistill plan PRESET [--set key=value ...] [--effect 0.05] [--pilot RUN_ID ...]
+                                                     # power: the MDE of its seeds x problems, what an effect needs
     pidistill sql "select arm, avg(passed::int) from attempts group by arm"
     pidistill report [RUN_ID ...]                    # report.md + report.html (default: the latest run)
     pidistill bootstrap-model                        # build the tiny local model now
@@ -221,6 +223,45 @@ def list_presets(*, verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])
         print(f"{'':<28} sprint: {cfg.seed_result or '-'}")
         if verbose and cfg.description:
             print(f"{'':<28} {' '.join(cfg.description.split())}")
+    return 0
+
+
+@app.command
+def plan(
+    config: str,
+    *,
+    set: Sets = None,
+    effect: float | None = None,
+    smoke: Annotated[bool, Parameter(negative="")] = False,
+    pilot: Annotated[list[str] | None, Parameter(negative=())] = None,
+) -> int:
+    """Power before a run: the minimum detectable effect (two-sided 5 %, 80 % power) of a config's seeds x
+    eval problems, and the seeds or problems an effect needs, under the variance measured on earlier runs of
+    the preset (or assumed, and said so). See docs/user-guide.md, Planning power.
+
+    Parameters
+    ----------
+    config
+        Preset name (see `pidistill list`) or path to a YAML file.
+    effect
+        The effect to plan for: a difference of held-out pass rates as a fraction (0.05 = 5 pp). Default: the
+        first pp number of the preset's seed_result.
+    smoke
+        Plan the micro-scale version (tiny model, 40 eval problems, one seed), measured on earlier --smoke runs.
+    pilot
+        Runs to measure the variance on (default: earlier runs of the preset with the same config, else at
+        the same scale).
+    """
+    from cli.plan import PlanError, format_plan
+    from cli.plan import plan as plan_power
+
+    cfg = load_config(config, set or [], smoke_scale=smoke)
+    try:
+        powers, planned = plan_power(cfg, effect, pilot)
+    except PlanError as exc:
+        print(f"pidistill plan: {exc}", file=sys.stderr)
+        return 2
+    print(format_plan(cfg, powers, planned, effect is not None))
     return 0
 
 
