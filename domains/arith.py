@@ -56,6 +56,7 @@ def _draw(rng: random.Random, max_ops: int, max_operand: int) -> tuple[str, list
 class ArithDomain(NumericAnswerDomain):
     name = "arith"
     stop = ("\n",)
+    exact_duplicates_only = True  # "What is 7 * 6 + 48 - 15?" and "... - 16?" look alike, and differ
 
     def __init__(
         self,

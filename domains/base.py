@@ -143,6 +143,9 @@ class BaseDomain:
     name = "base"
     stop: tuple[str, ...] = ()
     chat_stop: tuple[str, ...] = ()
+    # Decontamination (domains.decontam) compares this domain's problems verbatim only: True for a templated
+    # domain whose problems differ in a number, so that two alike texts are still different problems.
+    exact_duplicates_only: bool = False
 
     def user_turn(self, problem: Problem, pi: PrivilegedInfo | None = None) -> str:
         """The plain prompt as the user turn: right for domains whose completion continues a given text."""

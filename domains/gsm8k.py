@@ -10,6 +10,8 @@ Where the data comes from (`path`):
 - a directory: `<dir>/{split}.jsonl`;
 - a file: that one file, used as-is whichever split is asked for;
 - anything else: an HF dataset name (`openai/gsm8k`, config `main`), loaded with `datasets`.
+
+The `train` split leaves out the training problems that copy a test problem (`TRAIN_COPIES_OF_TEST`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ from domains.data import looks_like_path, read_jsonl
 from domains.numeric import NumericAnswerDomain, normalize_number
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
+
+# Training problems that copy a test problem, found by `domains.decontam` (problem ids hash the question, so
+# this names exactly that text, whatever file it is read from): train id -> the test id it copies.
+# "A train travels 270 (and 360) miles in 3 hours ... an additional 180 (240) miles?" are the test's "A plane
+# travels 1200 miles ..." with three words changed, and the same two-step solution. Dropped from `train`, so
+# a run never trains on an evaluation problem; preflight's decontamination check shows that none remain.
+TRAIN_COPIES_OF_TEST: dict[str, str] = {
+    "gsm8k-85408ecc0e": "gsm8k-ce265a6cf5",
+    "gsm8k-cadf55454a": "gsm8k-ce265a6cf5",
+}
 
 
 class GSM8KDomain(NumericAnswerDomain):
@@ -65,15 +77,18 @@ class GSM8KDomain(NumericAnswerDomain):
         return read_jsonl(f, ("question", "answer"), what="gsm8k row")
 
     def load(self, split: str, limit: int | None = None) -> list[Problem]:
+        rows = self._rows(split)
+        if split == "train":
+            rows = [r for r in rows if _problem_id(r["question"]) not in TRAIN_COPIES_OF_TEST]
         problems = []
-        for row in self._rows(split)[:limit]:
+        for row in rows[:limit]:
             solution = _CALCULATOR.sub("", row["answer"])
             final = normalize_number(row["answer"].rsplit("####", 1)[-1])
             if final is None:
                 raise DomainError(f"gsm8k row has no '#### <number>' answer: {row['answer'][-80:]!r}")
             problems.append(
                 Problem(
-                    problem_id="gsm8k-" + stable_hash(row["question"], n=10),
+                    problem_id=_problem_id(row["question"]),
                     domain=self.name,
                     question=row["question"],
                     answer=final,
@@ -87,3 +102,7 @@ class GSM8KDomain(NumericAnswerDomain):
             files = [self._source] if self._source.is_file() else sorted(self._source.glob("*.jsonl"))
             return file_sha256(*files)
         return stable_hash({"hf": self._source, "config": self.hf_config})
+
+
+def _problem_id(question: str) -> str:
+    return "gsm8k-" + stable_hash(question, n=10)

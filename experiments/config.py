@@ -60,6 +60,12 @@ class DomainConfig(_Frozen):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword options of the domain (e.g. arith max_ops)."
     )
+    decontaminate: bool = Field(
+        True,
+        description="Preflight refuses a run whose evaluation problems appear among its training problems, "
+        "verbatim or nearly (domains/decontam.py). false: train on evaluation problems on purpose (test-time "
+        "training: humaneval's train_on_test, one domain.path file read as both splits).",
+    )
 
 
 class TinyModelConfig(_Frozen):
@@ -511,12 +517,15 @@ class ExperimentConfig(_Frozen):
     def canonical_json(self) -> str:
         """The config as stored with a run (and hashed). Of `scale`, only what changes results is kept,
         and nothing at its defaults: a run resumes on another executor, and hashes predate the section.
+        `domain.decontaminate` is kept only when false, for the same reason.
         `tracking` (where the numbers are sent) is left out: a run resumes with a tracker switched on."""
         data = self.model_dump(mode="json")
         data.pop("tracking")
         scale = {k: v for k, v in data.pop("scale").items() if k in ScaleConfig.RESULT_FIELDS}
         if scale != {k: ScaleConfig.model_fields[k].default for k in ScaleConfig.RESULT_FIELDS}:
             data["scale"] = scale
+        if data["domain"]["decontaminate"]:  # stored when switched off only: hashes predate the field
+            del data["domain"]["decontaminate"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

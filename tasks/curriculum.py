@@ -31,12 +31,20 @@ GROUP BY problem_id
 """
 
 
-def _pool(cfg: ExperimentConfig, seed: int, size: int) -> list[Problem]:
+def train_pool(cfg: ExperimentConfig) -> list[Problem]:
+    """Every training problem a run of `cfg` can draw (preflight checks them against the evaluation problems):
+    a file's whole train split; for a generated domain, a pool 20x the sample (or the curriculum's pool when
+    larger), or all a small setting has."""
     domain = domain_of(cfg)
     limit = None
-    if isinstance(domain, ArithDomain):  # generated: a pool 20x the sample, or all a small setting has
+    if isinstance(domain, ArithDomain):
+        size = cfg.domain.train_size if cfg.curriculum.mode == "static" else cfg.curriculum.pool_size
         limit = domain.available("train", max(20 * cfg.domain.train_size, size))
-    pool = domain.load("train", limit=limit)
+    return domain.load("train", limit=limit)
+
+
+def _pool(cfg: ExperimentConfig, seed: int, size: int) -> list[Problem]:
+    pool = train_pool(cfg)
     rng = random.Random(derive_seed("train-problems", seed))
     return rng.sample(pool, min(size, len(pool)))
 

@@ -25,17 +25,19 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domains import DomainError
+from domains import Domain, DomainError, Problem
 from domains.arith import ArithDomain
 from domains.base import stable_hash
 from domains.data import looks_like_path
+from domains.decontam import Contaminated, check_decontaminated
 from domains.errors import NotRetryable
 from experiments.config import ConfigError, ExperimentConfig, ModelConfig, TrainConfig
 from storage.compact import CompactionError, TableCompaction, compact_run, compacted
 from storage.home import home_dir
 from storage.schema import TABLES
 from storage.writer import sweep_temp_files, write_rows
-from tasks.domain import domain_of
+from tasks.curriculum import train_pool
+from tasks.domain import domain_of, eval_problems
 from tasks.failures import quiet_expected_failures, retry_on_infrastructure
 from tasks.metering import now
 from tasks.resume import fault_point
@@ -122,19 +124,15 @@ def _preflight(config: ExperimentConfig) -> None:
             raise PreflightError(f"tracking.mlflow: {exc}") from None
     if config.scale.chains > 1:
         _check_chains(config)
+    checked: set[str] = set()  # arms that share the data (most do) load and compare it once
     for arm in config.arms:
         cfg = config.for_arm(arm.name)
         where = f"arm {arm.name!r}: " if arm.set else ""
-        try:
-            domain = domain_of(cfg)
-            # A missing split or unreadable file fails now, not mid-run; a generated domain is cheap to draw
-            # in full, so a setting with too few distinct problems for the sizes asked fails now too.
-            full = isinstance(domain, ArithDomain)
-            domain.load("train", limit=cfg.domain.train_size if full else 1)
-            domain.load("test", limit=cfg.domain.eval_size if full else 1)
-            domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
-        except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
-            raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
+        data = cfg.domain.model_dump_json() + cfg.curriculum.model_dump_json()  # the curriculum sizes arith's pool
+        if data not in checked:
+            _check_data(cfg, where)
+            checked.add(data)
+        domain = domain_of(cfg)
         _check_model(cfg.model.name_or_path, "model.name_or_path", where)
         if cfg.retry.model:
             _check_model(cfg.retry.model, "retry.model", where)
@@ -160,6 +158,36 @@ def _preflight(config: ExperimentConfig) -> None:
             _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
             _check_pi(cfg.retry.feedback, "retry.feedback", domain, where)
+
+
+def _check_data(cfg: ExperimentConfig, where: str) -> None:
+    """The domain's data loads, and no evaluation problem is among the training problems a run can draw."""
+    try:
+        domain = domain_of(cfg)
+        # A missing split or unreadable file fails now, not mid-run; a generated domain is cheap to draw
+        # in full, so a setting with too few distinct problems for the sizes asked fails now too.
+        if isinstance(domain, ArithDomain):
+            domain.load("train", limit=cfg.domain.train_size)
+        train, evals = train_pool(cfg), eval_problems(cfg)
+        domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
+    except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
+    if cfg.domain.decontaminate:
+        _check_decontaminated(cfg, domain, train, evals, where)
+
+
+def _check_decontaminated(
+    cfg: ExperimentConfig, domain: Domain, train: list[Problem], evals: list[Problem], where: str
+) -> None:
+    """A run that trains on its own evaluation problems measures memory, not improvement (domains/decontam.py).
+    arith's problems are one template that differ in numbers: compared verbatim only."""
+    try:
+        check_decontaminated(train, evals, near=not getattr(domain, "exact_duplicates_only", False))
+    except Contaminated as exc:
+        raise PreflightError(
+            f"{where}domain {cfg.domain.name}: {exc}; remove them from the training data, or set "
+            "domain.decontaminate=false to train on evaluation problems on purpose"
+        ) from None
 
 
 def _check_processes(t: TrainConfig, device: str, where: str) -> None:

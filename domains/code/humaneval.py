@@ -18,7 +18,8 @@ prompt's stub) or the body continuing it (`extract.humaneval_solution`). Each st
 `check(candidate)` is a test. One split, `test`: HumanEval is an evaluation benchmark, so
 `load("train")` raises DomainError unless the domain was built with `train_on_test=True` (an
 explicit opt-in to training on the evaluation problems, e.g. for test-time self-improvement),
-which returns the same problems.
+which returns the same problems; a run then also sets `domain.decontaminate: false`, or preflight
+refuses it for training on its evaluation problems (`domains.decontam`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ same fields; `sanitized` has `prompt` and `test_imports` instead of `text` and `
      "challenge_test_list": ["assert remove_Occ(\\"hellolloll\\",\\"l\\") == \\"helollol\\"", ...]}
 
 Splits: the official task-id ranges (also for a local file): `test` = 11-510, `prompt` = 1-10
-(few-shot), `validation` = 511-600, `train` = 601-974; `split_by_task_id=False` uses a file
+(few-shot), `validation` = 511-600, `train` = 601-974, less the four training tasks that copy a
+test task (`TRAIN_COPIES_OF_TEST`: 704, 872, 922, 649); `split_by_task_id=False` uses a file
 as-is for every split. The prompt opens a ```python fence, so the completion starts with code.
 """
 
@@ -42,6 +43,13 @@ MBPP_SPLITS: dict[str, tuple[int, int]] = {
     "validation": (511, 600),
     "train": (601, 974),
 }
+
+# Training problems that copy a test problem, found by `domains.decontam` in the raw task-id splits: train
+# task id -> the test task it copies. 704 and 872 repeat the statements of 248 and 216; 922 rewords 415 by
+# a word and shares two of its asserts; 649 rewords 170 and shares its first assert. Dropped from `train`
+# wherever MBPP's own task ids split the rows (the bundled file, another copy, the hub dataset), so a run
+# never trains on an evaluation problem; preflight's decontamination check shows that none remain.
+TRAIN_COPIES_OF_TEST: dict[int, int] = {704: 248, 872: 216, 922: 415, 649: 170}
 
 _CALLED = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
 
@@ -72,12 +80,14 @@ class MBPPDomain(_CodeDomain):
         if split not in MBPP_SPLITS:
             raise DomainError(f"mbpp has splits {', '.join(MBPP_SPLITS)}; not {split!r}")
         if not isinstance(self._source, Path):
-            return self._hf_rows(split)  # the hub dataset is already split this way
-        rows = read_jsonl(self._source, self.required_fields, what="MBPP row")
-        if not self.split_by_task_id:
-            return rows
-        lo, hi = MBPP_SPLITS[split]
-        return [r for r in rows if lo <= int(r["task_id"]) <= hi]
+            rows = self._hf_rows(split)  # the hub dataset is already split this way
+        else:
+            rows = read_jsonl(self._source, self.required_fields, what="MBPP row")
+            if not self.split_by_task_id:
+                return rows  # one file as-is for every split: no MBPP train split to clean
+            lo, hi = MBPP_SPLITS[split]
+            rows = [r for r in rows if lo <= int(r["task_id"]) <= hi]
+        return [r for r in rows if split != "train" or int(r["task_id"]) not in TRAIN_COPIES_OF_TEST]
 
     def load(self, split: str, limit: int | None = None) -> list[Problem]:
         problems = []
