@@ -27,9 +27,13 @@ DEFAULTS = {
 
 
 def offline_defaults(env: dict[str, str] | os._Environ[str] | None = None) -> None:
-    """Fill `env` (default: this process's) with pidistill's defaults, keeping what is already set."""
+    """Fill `env` (default: this process's) with pidistill's defaults, keeping what is already set; with them
+    torch's CPU numerics pinned to one instruction set (`models.numerics`: the same floats on any x86-64
+    machine), which must happen before this process imports torch."""
+    from models.numerics import reproducible_cpu_env
+
     target = os.environ if env is None else env
-    for name, value in DEFAULTS.items():
+    for name, value in {**DEFAULTS, **reproducible_cpu_env()}.items():
         target.setdefault(name, value)
 
 

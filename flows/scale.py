@@ -49,6 +49,8 @@ WORKER_ENV = (
     "TRANSFORMERS_OFFLINE",
     "TOKENIZERS_PARALLELISM",
     "PREFECT_API_URL",
+    "ATEN_CPU_CAPABILITY",  # the pinned CPU numerics (models/numerics.py): the same floats on every worker
+    "MKL_CBWR",
 )
 
 

@@ -5,26 +5,37 @@ the result is cached under `$PIDISTILL_HOME/models/tiny-<recipe hash>/` (or
 `$PIDISTILL_MODEL_CACHE/tiny-<recipe hash>/` when that is set):
 
     >>> path = ensure_tiny_model(TinyModelConfig())     # minutes the first time, then instant
-    >>> json.load(open(path / "pretrain.json"))["base_pass_at_1"]
-    0.245
+    >>> json.load(open(path / "pretrain.json"))["selection_pass_at_1"]
+    0.25
 
 Pretraining (a plain torch loop: full-sequence loss on prompt + reference
 solution of arith *train* problems drawn with another generator seed; a fifth
 of the prompts are retry prompts whose block says nothing about the answer,
 so the model knows the try-again format as an instruction-tuned LLM would) stops at
-the first check where greedy pass@1 on the arith *test* split reaches
-`stop_at`, and fails unless it ends inside [target_low, target_high]: a base
-model that is neither hopeless nor saturated leaves room to improve.
+the first check where greedy pass@1 on 200 selection problems reaches `stop_at`,
+and fails unless it ends inside [target_low, target_high]: a base model that is
+neither hopeless nor saturated leaves room to improve. The selection problems are
+on the train side of arith's split, from a generator stream of their own and
+never pretrained on: the model is not selected on the problems experiments
+evaluate it on (its pass rate there is reported, as `base_pass_at_1`).
+
+The build runs in a child process with torch's CPU numerics pinned
+(`models.numerics`), so a recipe gives the same weights on any x86-64 machine
+with the pinned torch; `pretrain.json` records their sha256.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,19 +43,21 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from domains.arith import ArithDomain
-from domains.base import stable_hash
+from domains.base import Problem, file_sha256, stable_hash
 from domains.pi import PI_TEMPLATES, PrivilegedInfo
 from experiments.config import TinyModelConfig
+from models.numerics import PINNED, reproducible_cpu_env
 from models.sampling.hf import HFSampler
 from storage.home import home_dir
 from storage.writer import folder_atomic
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 3  # bump when the build procedure changes what it builds
+RECIPE_VERSION = 4  # bump when the build procedure changes what it builds
 PAD, EOS = "<pad>", "<eos>"
 EVAL_PROBLEMS = 200  # same as the default domain.eval_size: the split experiments evaluate on
 PRETRAIN_SEED_OFFSET = 10_007  # pretraining problems come from another generator stream
+SELECTION_SEED_OFFSET = 20_011  # and the problems the build stops on from a third
 
 
 class TinyModelError(RuntimeError):
@@ -116,20 +129,31 @@ def _retry_pi(p, rng: random.Random) -> PrivilegedInfo:
     return PrivilegedInfo(kind, text)
 
 
-def _texts(domain: ArithDomain, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Prompt + reference solution of `n` train problems: (plain prompts, retry prompts)."""
+def _texts(domain: ArithDomain, n: int, seed: int = 0) -> tuple[list[str], list[str], set[str]]:
+    """Prompt + reference solution of `n` train problems: (plain prompts, retry prompts, their questions)."""
     rng = random.Random(seed)
     problems = domain.load("train", limit=n)
     n_retry = int(RETRY_SHARE * n)
     plain = [domain.prompt(p) + p.solution for p in problems[n_retry:]]
     retry = [domain.prompt(p, _retry_pi(p, rng)) + p.solution for p in problems[:n_retry]]
-    return plain, retry
+    return plain, retry, {p.question for p in problems}
 
 
-def greedy_pass_at_1(sampler: HFSampler, n: int = EVAL_PROBLEMS) -> float:
-    """Greedy pass@1 on the first `n` arith test problems (the default eval split)."""
+def selection_problems(recipe: TinyModelConfig, pretraining: set[str], n: int = EVAL_PROBLEMS) -> list[Problem]:
+    """The problems the build stops on: arith problems of no experiment's evaluation (the train side of arith's
+    hash split; the test side is what experiments evaluate on) from a generator stream of their own, none of
+    them pretrained on. Stopping on the eval problems' pass rate would select the model on its test set."""
+    domain = ArithDomain(seed=recipe.seed + SELECTION_SEED_OFFSET)
+    drawn = domain.load("train", limit=n + len(pretraining) // 10 + 100)
+    chosen = [p for p in drawn if p.question not in pretraining][:n]
+    if len(chosen) < n:  # the pretraining pool is a sliver of the train side: this margin has always sufficed
+        raise TinyModelError(f"only {len(chosen)} selection problems outside the pretraining pool, {n} wanted")
+    return chosen
+
+
+def greedy_pass_at_1(sampler: HFSampler, problems: list[Problem]) -> float:
+    """Greedy pass@1 of the model behind `sampler` on arith `problems`."""
     domain = ArithDomain()
-    problems = domain.load("test", limit=n)
     outs = sampler.generate(
         [domain.prompt(p) for p in problems], n=1, temperature=0.0, max_new_tokens=48, stop=domain.stop
     )
@@ -154,12 +178,14 @@ def _progress(step: int, recipe: TinyModelConfig, loss: float, score: float, sta
     per_step = (time.time() - started) / max(1, step - first)
     left = (recipe.max_steps - step) * per_step / 60
     return (
-        f"  tiny model: step {step:5d} of at most {recipe.max_steps}  loss {loss:.3f}  base pass@1 {score:.3f} "
+        f"  tiny model: step {step:5d} of at most {recipe.max_steps}  loss {loss:.3f}  selection pass@1 {score:.3f} "
         f"(stops at {recipe.stop_at})  {per_step:.2f} s/step, at most {left:.0f} min left"
     )
 
 
-def pretrain(recipe: TinyModelConfig, out_dir: Path, partial: Path | None = None) -> dict:
+def pretrain(
+    recipe: TinyModelConfig, out_dir: Path, partial: Path | None = None, after_check: Callable[[], None] | None = None
+) -> dict:
     """Build tokenizer + model and pretrain until base pass@1 reaches `stop_at`; save to `out_dir`.
 
     A build killed part-way resumes from its last check (every `eval_every` steps, kept in `partial`) and
@@ -171,7 +197,8 @@ def pretrain(recipe: TinyModelConfig, out_dir: Path, partial: Path | None = None
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
     data_domain = ArithDomain(seed=recipe.seed + PRETRAIN_SEED_OFFSET)
-    plain, retry = _texts(data_domain, 20_000, recipe.seed)
+    plain, retry, pretrained_on = _texts(data_domain, 20_000, recipe.seed)
+    selection = selection_problems(recipe, pretrained_on)
     corpus = plain[:4000] + retry[:1000] + [t.format(text="the answer is 12 and 7") for t in PI_TEMPLATES.values()] * 20
     tokenizer = build_tokenizer(corpus, recipe.vocab_size)
     model = build_model(recipe, tokenizer)
@@ -207,18 +234,23 @@ def pretrain(recipe: TinyModelConfig, out_dir: Path, partial: Path | None = None
         step += 1
         loss_value = loss.item()
         if step % recipe.eval_every == 0:
-            score = greedy_pass_at_1(HFSampler.from_model(model, tokenizer, batch_size=128))
+            score = greedy_pass_at_1(HFSampler.from_model(model, tokenizer, batch_size=128), selection)
             tokenizer.padding_side = "right"
             history.append({"step": step, "loss": round(loss_value, 4), "pass_at_1": score})
             log.info("tiny model pretraining: step %d loss %.3f pass@1 %.3f", step, loss_value, score)
             print(_progress(step, recipe, loss_value, score, started, first), flush=True)
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict()}
             _save_partial(partial, {**state, "rng": rng.getstate(), "step": step, "score": score, "history": history})
+            if after_check:
+                after_check()
     if not recipe.target_low <= score <= recipe.target_high:
         raise TinyModelError(
             f"tiny model pretraining ended at pass@1 {score:.3f} after {step} steps, outside "
             f"[{recipe.target_low}, {recipe.target_high}]; adjust model.tiny (max_steps, lr, size)"
         )
+    # Reported, never selected on: the pass rate on the experiments' evaluation problems (arith's test side).
+    test = ArithDomain().load("test", limit=EVAL_PROBLEMS)
+    base = greedy_pass_at_1(HFSampler.from_model(model, tokenizer, batch_size=128), test)
     tokenizer.padding_side = "left"
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -227,9 +259,12 @@ def pretrain(recipe: TinyModelConfig, out_dir: Path, partial: Path | None = None
         "recipe_hash": recipe_hash(recipe),
         "steps": step,
         "seconds": round(time.time() - started, 1),
-        "base_pass_at_1": score,
+        "selection_pass_at_1": score,
+        "base_pass_at_1": base,
         "history": history,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "cpu_numerics": {k: os.environ.get(k) for k in PINNED},
+        "weights_sha256": file_sha256(out_dir / "model.safetensors"),
     }
     (out_dir / "pretrain.json").write_text(json.dumps(info, indent=1))
     return info
@@ -242,6 +277,32 @@ def ensure_tiny_model(recipe: TinyModelConfig, home: Path | None = None) -> Path
         return final
     print(f"Building the tiny model (recipe {recipe_hash(recipe)}) in {final} ...", flush=True)
     with folder_atomic(final, replace=False) as work:  # a concurrent builder that finished first wins
-        pretrain(recipe, work, partial_dir(final))
+        _build_in_child(recipe, work, partial_dir(final))
     shutil.rmtree(partial_dir(final), ignore_errors=True)  # done: the checkpoint has served
     return final
+
+
+def _build_in_child(recipe: TinyModelConfig, out_dir: Path, partial: Path) -> None:
+    """`pretrain` in a child process whose torch starts with the pinned CPU numerics (`models.numerics`),
+    whatever this process's torch was started with: the same weights on any x86-64 machine. Its progress
+    lines are printed here as they come."""
+    env = {**os.environ, **reproducible_cpu_env()}
+    argv = [sys.executable, "-m", "models.tiny", recipe.model_dump_json(), str(out_dir), str(partial)]
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail.append(line)
+        code = proc.wait()
+    if code != 0:
+        raise TinyModelError(f"the tiny model's build exited with status {code}:\n{''.join(tail)}")
+
+
+if __name__ == "__main__":  # the build's child process (`_build_in_child`)
+    from tasks.resume import fault_point  # crash tests: PIDISTILL_FAULT_KILL_AT=tiny-check#2
+
+    recipe_json, out, part = sys.argv[1:]
+    pretrain(TinyModelConfig.model_validate_json(recipe_json), Path(out), Path(part), lambda: fault_point("tiny-check"))
