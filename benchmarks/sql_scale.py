@@ -131,6 +131,8 @@ def attempts_table(run: str, arm: str, seed: int, rnd: int, phase: str, n: int, 
         "created_at": [now] * n,
         "fail_reason": [None] * n,
         "flags": [None] * n,
+        "copies_pi": [(False if lv else None) for lv in levels],
+        "pi_overlap": [None] * n,
     }
     return pa.table(cols, schema=TABLES["attempts"])
 

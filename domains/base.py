@@ -134,11 +134,26 @@ class Domain(Protocol):
         """The outline of a reference proof (skeleton PI); PIUnavailable where there is none."""
         ...
 
+    def final_answer(self, problem: Problem, completion: str) -> str | None:
+        """The final answer of `completion` as the checker reads it (domains.pi_copy compares it with the
+        answers a PI gave); None when it has none, or the domain judges no single answer (code, Lean)."""
+        ...
+
+    def normalize_answer(self, answer: str) -> str | None:
+        """A bare answer (a correct_answer / wrong_answer PI's text) in `final_answer`'s form; None likewise."""
+        ...
+
+    def broken_step(self, completion: str) -> str | None:
+        """A step of `completion` that does not hold, where a step can be checked on its own (numeric
+        domains: written-out arithmetic, '9 * 3 = 18'); None when none is found or none can be checked."""
+        ...
+
 
 class BaseDomain:
     """Shared plumbing: `check_many` that maps `check` and turns any exception
     into an ERROR verdict, and the defaults of the optional parts of `Domain`
-    (no preflight, no own wrong answer, no proof skeleton, the plain prompt as the chat user turn)."""
+    (no preflight, no own wrong answer, no proof skeleton, the plain prompt as the chat user turn,
+    no single final answer and no steps to check)."""
 
     name = "base"
     stop: tuple[str, ...] = ()
@@ -170,6 +185,15 @@ class BaseDomain:
 
     def skeleton(self, problem: Problem) -> str:
         raise PIUnavailable(f"{self.name} has no proof skeletons (skeleton PI is for Lean)")
+
+    def final_answer(self, problem: Problem, completion: str) -> str | None:
+        return None
+
+    def normalize_answer(self, answer: str) -> str | None:
+        return None
+
+    def broken_step(self, completion: str) -> str | None:
+        return None
 
     def check_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         if len(problems) != len(completions):

@@ -20,6 +20,7 @@ One kind per experiment knob (`retry.feedback`, `train.opsd.pi`), stored as `pi_
 What a domain must supply for a kind (`reference_answer`, `wrong_answer`,
 `skeleton`) is a method of `domains.base.BaseDomain`; a domain that cannot
 supply it raises `PIUnavailable`, which preflight turns into a config error.
+Whether a completion copies the PI of its prompt is `domains.pi_copy`.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ from domains.pi import PIKind  # the kinds of privileged information (retry.feed
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
+# Which attempts a per-problem pass rate counts (filter.frontier_pass_rate_from, curriculum.pass_rate_from).
+PassRateFrom = Literal["first_tries", "all_attempts"]
+
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -195,6 +198,12 @@ class CurriculumConfig(_Frozen):
     explore: float = Field(
         0.25, ge=0, le=1, description="dynamic: share of each round's problems drawn from not-yet-tried ones."
     )
+    pass_rate_from: PassRateFrom = Field(
+        "first_tries",
+        description="dynamic: which attempts a problem's pass rate counts. first_tries: the model's own pass "
+        "rate (attempt_idx 0); all_attempts: follow-ups too (a retry sees PI, and only failures get one), as "
+        "before this setting existed.",
+    )
 
 
 class VerifyConfig(_Frozen):
@@ -225,6 +234,19 @@ class FilterConfig(_Frozen):
     frontier: bool = Field(False, description="Keep only problems whose pass rate this round is in the bounds.")
     frontier_low: float = Field(0.0, ge=0, le=1, description="Frontier: pass rate must be > this.")
     frontier_high: float = Field(1.0, ge=0, le=1, description="Frontier: pass rate must be < this.")
+    frontier_pass_rate_from: PassRateFrom = Field(
+        "first_tries",
+        description="Frontier: which attempts a problem's pass rate counts. first_tries: the model's own pass "
+        "rate (attempt_idx 0), so a problem only retries solved is too hard; all_attempts: follow-ups too (a "
+        "retry sees PI, and only failures get one), as before this setting existed.",
+    )
+    reject_pi_copies: bool = Field(
+        True,
+        description="Reject (reason copies_pi) an attempt that copies the privileged information of its prompt "
+        "(attempts.copies_pi, domains/pi_copy.py): a reference program or solution reproduced verbatim, a final "
+        "answer taken from a wrong-answer hint, or a given answer reached through a step that does not hold. "
+        "false: train on them as on any accepted attempt, as before this setting existed.",
+    )
 
 
 class OPSDConfig(_Frozen):
@@ -508,6 +530,15 @@ class ExperimentConfig(_Frozen):
     # description in the UI form must not move the hash (resume and the nightly compare by it).
     # `smoke` labels a config whose scaled-down fields already differ (and hash differently) from the preset's.
     NOT_HASHED: ClassVar[tuple[str, ...]] = ("description", "seed_result", "smoke")
+    # Fields added after runs were stored: kept in the canonical JSON only when set away from their default,
+    # so a config that leaves them alone keeps the hash (and resumes the runs) it had before they existed.
+    # Where a default changed what a config computes, the field's description says what it was before.
+    ADDED_LATER: ClassVar[tuple[str, ...]] = (
+        "domain.decontaminate",
+        "curriculum.pass_rate_from",
+        "filter.frontier_pass_rate_from",
+        "filter.reject_pi_copies",
+    )
 
     def config_hash(self) -> str:
         """The identity of what the config computes: its canonical JSON without `NOT_HASHED`."""
@@ -517,15 +548,17 @@ class ExperimentConfig(_Frozen):
     def canonical_json(self) -> str:
         """The config as stored with a run (and hashed). Of `scale`, only what changes results is kept,
         and nothing at its defaults: a run resumes on another executor, and hashes predate the section.
-        `domain.decontaminate` is kept only when false, for the same reason.
+        The `ADDED_LATER` fields are kept only away from their defaults, for the same reason.
         `tracking` (where the numbers are sent) is left out: a run resumes with a tracker switched on."""
         data = self.model_dump(mode="json")
         data.pop("tracking")
         scale = {k: v for k, v in data.pop("scale").items() if k in ScaleConfig.RESULT_FIELDS}
         if scale != {k: ScaleConfig.model_fields[k].default for k in ScaleConfig.RESULT_FIELDS}:
             data["scale"] = scale
-        if data["domain"]["decontaminate"]:  # stored when switched off only: hashes predate the field
-            del data["domain"]["decontaminate"]
+        for dotted in self.ADDED_LATER:
+            section, name = dotted.split(".")
+            if data[section][name] == type(getattr(self, section)).model_fields[name].default:
+                del data[section][name]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 

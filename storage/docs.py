@@ -93,8 +93,14 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "ran (non_plain: returned something not plain data; channel: wrote on the harness's report; damage: "
         "left its sandbox broken; extract: its text could not be read as code), pass or fail; NULL: none.",
         "reject_reason": "Train phase, not accepted: failed | no_answer | unclosed_think | timeout | verifier_error | "
-        "below_threshold | "
+        "below_threshold | copies_pi | "
         "frontier_too_hard | frontier_too_easy | duplicate | max_per_problem.",
+        "copies_pi": "The completion copies the PI of its own prompt (domains/pi_copy.py): repeats a reference "
+        "program or solution (pi_overlap >= 0.5), takes a wrong-answer hint's answer, or reaches a given answer "
+        "through an arithmetic step that does not hold. NULL: no PI in its prompt (first tries, evaluation, "
+        "OPSD rollouts).",
+        "pi_overlap": "Share of the PI text's token 8-grams the completion repeats verbatim (case, spacing and "
+        "prose punctuation ignored). NULL: no PI in its prompt, or a PI shorter than 8 tokens (a bare answer).",
     },
     "sft_examples": {
         "prompt": "The prompt trained on: the original question without PI, rendered as the trained model is prompted.",

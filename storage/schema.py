@@ -107,6 +107,9 @@ class Attempt:
     created_at: datetime
     fail_reason: str | None = None  # the verdict's kind of fail (no_answer); columns added later go last
     flags: str | None = None  # suspicion flags of the verdict (code: frames, gc, builtins, exit, fds, ...)
+    # Whether the completion copies the PI of its own prompt (verify, domains.pi_copy); NULL without PI.
+    copies_pi: bool | None = None
+    pi_overlap: float | None = None  # share of the PI's token 8-grams the completion repeats verbatim
 
     def with_verdict(self, verdict: VerdictLike) -> Attempt:
         return replace(
@@ -118,6 +121,9 @@ class Attempt:
             fail_reason=verdict.reason,
             flags=verdict.flags,
         )
+
+    def with_pi_copy(self, copies: bool, overlap: float | None) -> Attempt:
+        return replace(self, copies_pi=copies, pi_overlap=overlap)
 
     def decided(self, reject_reason: str | None) -> Attempt:
         """Accepted when there is no reason to reject (every rejection has one)."""

@@ -6,6 +6,10 @@ dynamic: each round re-chooses from a pool of `curriculum.pool_size` by the runn
          DuckDB): a share `explore` of problems not tried yet, then tried problems
          whose pass rate lies in (target_low, target_high), closest to 0.5 first,
          then the rest. Round 1 has no history and is a plain seeded sample.
+
+A pass rate counts first tries only (`curriculum.pass_rate_from: first_tries`): the model's own
+rate. Follow-ups are drawn only for failures, and a retry's prompt carries PI, so counting them
+(`all_attempts`) would call a problem that only retries solved half-solved.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ HISTORY_SQL = """
 SELECT problem_id, avg(passed::INT) AS rate, count(*) AS n
 FROM attempts
 WHERE run_id = $run_id AND arm = $arm AND seed = $seed AND phase = 'train' AND round < $round
+  AND (attempt_idx = 0 OR $all_attempts)
 GROUP BY problem_id
 """
 
@@ -69,13 +74,20 @@ def dynamic_problems(cfg: ExperimentConfig, key: RoundKey, history: dict[str, fl
     return chosen[:want]
 
 
+def history(cfg: ExperimentConfig, key: RoundKey) -> dict[str, float]:
+    """problem_id -> pass rate in this run, arm and seed before `key.round` (what `curriculum.pass_rate_from`
+    counts: first tries by default)."""
+    everything = cfg.curriculum.pass_rate_from == "all_attempts"
+    df = query(HISTORY_SQL, params={**key.columns(), "all_attempts": everything})
+    return dict(zip(df.problem_id, df.rate))
+
+
 @task(name="select-problems", cache_policy=NO_CACHE)
 def select_problems(cfg: ExperimentConfig, key: RoundKey) -> list[Problem]:
     with metered(key, "select-problems") as m:
         if cfg.curriculum.mode == "static" or key.round == 1:
             chosen = static_problems(cfg, key.seed)
         else:
-            df = query(HISTORY_SQL, params={**key.columns()})
-            chosen = dynamic_problems(cfg, key, dict(zip(df.problem_id, df.rate)))
+            chosen = dynamic_problems(cfg, key, history(cfg, key))
         m["n_items"] = len(chosen)
     return chosen

@@ -3,8 +3,13 @@
 Every attempt gets `accepted` and, when rejected, a `reject_reason`:
 
     failed | no_answer | unclosed_think | timeout | verifier_error | below_threshold      (the verdict)
+    copies_pi                                              (copies its prompt's PI: attempts.copies_pi)
     frontier_too_hard | frontier_too_easy                  (problem pass rate outside the bounds)
     duplicate | max_per_problem                            (dedupe and caps, per problem)
+
+A problem's pass rate counts its first tries (`filter.frontier_pass_rate_from: first_tries`): the
+model's own rate. A follow-up is drawn only after a failure and a retry sees PI, so counting them
+(`all_attempts`) would keep exactly the problems only retries solved as if the model half-solved them.
 
 An accepted attempt trains on the problem's *original* prompt (no privileged
 information, no retry scaffold) -> its completion; the stored prompt is rendered
@@ -57,18 +62,30 @@ def _frontier_reason(cfg: ExperimentConfig, pass_rate: float) -> str | None:
     return None
 
 
+def pass_rate(attempts: list[Attempt], counted: str = "first_tries") -> float:
+    """The share of one problem's `attempts` that passed: of its first tries (`first_tries`), or of every
+    attempt, follow-ups included (`all_attempts`). 0.0 when there is none to count."""
+    pool = [a for a in attempts if a.attempt_idx == 0] if counted == "first_tries" else attempts
+    return sum(bool(a.passed) for a in pool) / len(pool) if pool else 0.0
+
+
+def _copy_reason(cfg: ExperimentConfig, attempt: Attempt) -> str | None:
+    return "copies_pi" if cfg.filter.reject_pi_copies and attempt.copies_pi else None
+
+
 def decide(cfg: ExperimentConfig, attempts: list[Attempt]) -> list[Attempt]:
-    """The attempts, each `decided` (accepted, or a reject reason). Pass rates count every attempt of the round."""
+    """The attempts, each `decided` (accepted, or a reject reason). Frontier pass rates count what
+    `filter.frontier_pass_rate_from` says (first tries by default)."""
     by_problem: dict[str, list[Attempt]] = defaultdict(list)
     for a in attempts:
         by_problem[a.problem_id].append(a)
     decided = {}
     for group in by_problem.values():
-        rate = sum(bool(a.passed) for a in group) / len(group)
+        rate = pass_rate(group, cfg.filter.frontier_pass_rate_from)
         seen: set[str] = set()
         kept = 0
         for a in group:
-            reason = verdict_reason(cfg, a) or _frontier_reason(cfg, rate)
+            reason = verdict_reason(cfg, a) or _copy_reason(cfg, a) or _frontier_reason(cfg, rate)
             if reason is None and cfg.filter.dedupe and a.completion.strip() in seen:
                 reason = "duplicate"
             if reason is None and cfg.filter.max_per_problem is not None and kept >= cfg.filter.max_per_problem:

@@ -1,7 +1,8 @@
 """Stage `verify`: judge each attempt with its domain's checker.
 
 Each attempt comes back as a copy with its verdict (`Attempt.with_verdict`: the
-`status`, `passed`, `score` and `feedback` columns). A
+`status`, `passed`, `score` and `feedback` columns) and, when its own prompt carried
+privileged information, whether it copies it (`copies_pi`, `pi_overlap`: domains.pi_copy). A
 completion seen before for the same problem is not checked again (the
 cache key is (problem_id, completion)). When more than
 `verify.max_error_rate` of the verdicts are verifier errors the round fails
@@ -13,8 +14,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domains import Problem, Verdict
+from domains import Domain, PrivilegedInfo, Problem, Verdict
 from domains.errors import NotRetryable
+from domains.pi_copy import pi_copy
 from domains.thinking import check_answers
 from experiments.config import ExperimentConfig
 from storage.schema import Attempt
@@ -46,10 +48,22 @@ def verify_rows(
     if counters is not None:
         counters["n_items"] += len(attempts)
         counters["verifier_calls"] += len(keys)
-    out = [a.with_verdict(verdicts[unique[(a.problem_id, a.completion)]]) for a in attempts]
+    out = [
+        with_pi_copy(domain, problems[a.problem_id], a.with_verdict(verdicts[unique[(a.problem_id, a.completion)]]))
+        for a in attempts
+    ]
     if check:
         check_error_rate(cfg, out)
     return out
+
+
+def with_pi_copy(domain: Domain, problem: Problem, attempt: Attempt) -> Attempt:
+    """`attempt` with `copies_pi` and `pi_overlap` filled when its prompt carried PI. An OPSD rollout's PI
+    is its teacher's (the student never saw it): left NULL, as for an attempt without PI."""
+    if attempt.pi_kind is None or attempt.phase == "opsd":
+        return attempt
+    found = pi_copy(domain, problem, PrivilegedInfo(attempt.pi_kind, attempt.pi_text or ""), attempt.completion)
+    return attempt.with_pi_copy(found.copies, found.overlap)
 
 
 def check_error_rate(cfg: ExperimentConfig, attempts: list[Attempt]) -> None:

@@ -171,6 +171,29 @@ def test_config_hash_is_stable_and_sensitive():
     assert load_config("demo", ["train.lr=0.1"]).config_hash() != a.config_hash()
 
 
+def test_fields_added_later_keep_the_hash_at_their_defaults_and_move_it_when_set():
+    """The first-try pass rates and the PI-copy filter came after runs were stored: a config that leaves them
+    at their defaults keeps its hash and resumes its runs; one that sets them away from it hashes apart."""
+    base = load_config("demo")
+    for dotted in ExperimentConfig.ADDED_LATER:
+        section, name = dotted.split(".")
+        assert name in type(getattr(base, section)).model_fields  # no misspelt entry
+        assert f'"{name}"' not in base.canonical_json()
+    changed = {
+        "filter.frontier_pass_rate_from=all_attempts": '"frontier_pass_rate_from":"all_attempts"',
+        "curriculum.pass_rate_from=all_attempts": '"pass_rate_from":"all_attempts"',
+        "filter.reject_pi_copies=false": '"reject_pi_copies":false',
+    }
+    for override, stored in changed.items():
+        cfg = load_config("demo", [override])
+        assert stored in cfg.canonical_json() and cfg.config_hash() != base.config_hash()
+    explicit = load_config(
+        "demo",
+        ["filter.frontier_pass_rate_from=first_tries", "filter.reject_pi_copies=true", "domain.decontaminate=true"],
+    )
+    assert explicit.config_hash() == base.config_hash()
+
+
 def test_prefect_yaml_demo_deployment_matches_the_preset():
     import yaml
 

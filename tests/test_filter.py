@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from domains import PrivilegedInfo, get_domain
 from domains.pi import pi_section
 from experiments.config import load_config
-from tasks.filter import PILeak, assert_no_pi, decide, sft_examples
+from tasks.filter import PILeak, assert_no_pi, decide, pass_rate, sft_examples
 from tasks.keys import RoundKey
 
 
@@ -72,6 +72,25 @@ def test_frontier_keeps_only_problems_strictly_inside_the_bounds():
     assert _reasons(rows) == ["frontier_too_easy"] * 4 + [None, "failed"]
     cfg = load_config("demo", ["filter.frontier=true", "filter.frontier_high=0.4"])
     assert _reasons(decide(cfg, mid)) == ["frontier_too_easy", "failed"]
+
+
+def test_frontier_pass_rates_count_first_tries_so_a_problem_only_retries_solved_is_too_hard():
+    """Audit: a retry sees PI and only failures get one, so counting retries in the rate kept exactly the
+    problems only retries solved (rate 1/5 here) inside the frontier as if the model half-solved them."""
+    only_retries = [_row("hard", i, False) for i in range(4)] + [
+        _row("hard", 4, True, attempt_idx=1, parent_id="hard-0", pi_kind="none", pi_text="")
+    ]
+    half = [_row("mid", 0, True), _row("mid", 1, False), _row("mid", 2, True, attempt_idx=1, parent_id="mid-1")]
+    cfg = load_config("demo", ["filter.frontier=true"])
+    assert cfg.filter.frontier_pass_rate_from == "first_tries"
+    assert pass_rate(only_retries) == 0.0 and pass_rate(half) == 0.5
+    assert _reasons(decide(cfg, only_retries + half)) == ["failed"] * 4 + ["frontier_too_hard", None, "failed", None]
+    every = load_config("demo", ["filter.frontier=true", "filter.frontier_pass_rate_from=all_attempts"])
+    assert pass_rate(only_retries, "all_attempts") == 0.2
+    assert _reasons(decide(every, only_retries)) == ["failed"] * 4 + [None]  # as before the setting existed
+    # A retry passing on a problem whose first tries all passed would be too easy either way.
+    easy = [_row("easy", 0, True), _row("easy", 1, True)]
+    assert _reasons(decide(cfg, easy)) == ["frontier_too_easy"] * 2
 
 
 def test_max_per_problem_caps_accepted():

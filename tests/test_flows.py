@@ -91,6 +91,19 @@ def test_follow_ups_link_to_failed_parents_one_level_up(home):
     assert dict(zip(n.arm, n.k)) == {"double-sample": 2, "no-train": 0, "retry": 2, "rft": 0}
 
 
+def test_verify_says_whether_a_retry_copies_its_pi_and_leaves_attempts_without_pi_null(home):
+    """copies_pi and pi_overlap through the real flow: measured for every retry shown PI (here its own previous
+    attempt: never a copy), NULL for first tries, the double-sample control's second tries and evaluation."""
+    df = query("""select arm, phase, attempt_idx > 0 as follow_up, count(*) n, count(copies_pi) measured,
+                         count(*) filter (where copies_pi) copies, count(pi_overlap) overlaps
+                  from attempts where run_id = 'small-a' group by all order by all""")
+    shown_pi = df[(df.arm == "retry") & df.follow_up]
+    assert len(shown_pi) == 1 and (shown_pi.measured == shown_pi.n).all() and (shown_pi.copies == 0).all()
+    assert shown_pi.overlaps.iloc[0] > 0  # a failed attempt long enough to have 8-grams
+    rest = df.drop(shown_pi.index)
+    assert (rest.measured == 0).all() and (rest.overlaps == 0).all()
+
+
 def test_rejected_attempts_keep_their_reason(home):
     df = query("""select accepted, reject_reason, count(*) n from attempts
                   where run_id = 'small-a' and phase = 'train' group by all""")
@@ -310,8 +323,9 @@ def test_every_query_of_the_sql_cookbook_runs_on_a_real_run(home):
     assert empty == [], empty
 
 
-# What the small arith experiment has none of: code flags, OPSD rollouts, diagnoses, sharded stages.
-NOT_IN_THIS_EXPERIMENT = ("flags is not null", "'opsd'", "'diagnosis'", "shard is not null")
+# What the small arith experiment has none of: code flags, OPSD rollouts, diagnoses, sharded stages, retries
+# that copy their PI (its retries are shown their own previous attempt).
+NOT_IN_THIS_EXPERIMENT = ("flags is not null", "'opsd'", "'diagnosis'", "shard is not null", "and copies_pi\n")
 
 
 def test_export_writes_a_dataset_that_load_dataset_reads(home, tmp_path, capsys):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from attempt_factory import make_attempt
 
 from domains import get_domain
 from experiments.config import load_config, preset_names
-from tasks.curriculum import _pool, dynamic_problems
+from tasks.curriculum import _pool, dynamic_problems, history
 from tasks.follow_ups import failed, follow_ups
 from tasks.keys import RoundKey
 from tasks.sample import temperature_for
@@ -97,6 +98,38 @@ def test_dynamic_curriculum_prefers_the_frontier_and_explores():
     assert len(unseen) == 2  # explore share
     assert seen and all(0.0 < r < 1.0 for r in seen) and seen[0] == 0.5  # closest to 0.5 first
     assert [p.problem_id for p in dynamic_problems(cfg, key, history)] == [p.problem_id for p in chosen]
+
+
+def test_dynamic_curriculum_reads_first_try_pass_rates_from_sql(pidistill_home):
+    """Audit: the running pass rates count first tries (the model's own rate), not the retries that only
+    failures get: a problem only a retry solved is at 0, outside the band, not half-solved."""
+    cfg = load_config(
+        "demo", ["curriculum.mode=dynamic", "curriculum.pool_size=60", "domain.train_size=10", "curriculum.explore=0"]
+    )
+    assert cfg.curriculum.pass_rate_from == "first_tries"
+    pool = _pool(cfg, 0, 60)
+    only_retries, half = pool[0].problem_id, pool[1].problem_id
+    earlier = RoundKey("r", "a", 0, 1, str(pidistill_home))
+
+    def row(pid, i, passed, level=0):
+        return make_attempt(
+            problem_id=pid,
+            attempt_id=f"{pid}-{i}",
+            attempt_idx=level,
+            passed=passed,
+            status="pass" if passed else "fail",
+        )
+
+    rows = [row(only_retries, i, False) for i in range(4)] + [row(only_retries, 4, True, level=1)]
+    rows += [row(half, 0, True), row(half, 1, False), row(half, 2, True, level=1)]
+    earlier.write("attempts", "train", rows)
+    key = RoundKey("r", "a", 0, 2, str(pidistill_home))
+    assert history(cfg, key) == {only_retries: 0.0, half: 0.5}
+    chosen = [p.problem_id for p in dynamic_problems(cfg, key, history(cfg, key))]
+    assert chosen[0] == half and only_retries not in chosen  # in the band first; at 0, after the untried
+    every = cfg.model_copy(update={"curriculum": cfg.curriculum.model_copy(update={"pass_rate_from": "all_attempts"})})
+    assert history(every, key) == {only_retries: 0.2, half: pytest.approx(2 / 3)}  # as before the setting
+    assert [p.problem_id for p in dynamic_problems(every, key, history(every, key))][:2] == [half, only_retries]
 
 
 def test_smoke_keeps_what_arms_vary_and_shrinks_the_rest():

@@ -103,6 +103,8 @@ ATTEMPTS_AS_DECLARED = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("fail_reason", pa.string()),  # added after the first runs: last, so older files read it as NULL
         ("flags", pa.string()),  # added after fail_reason, for the same reason
+        ("copies_pi", pa.bool_()),  # added after flags (the PI-copy audit), for the same reason
+        ("pi_overlap", pa.float64()),
     ]
 )
 
