@@ -167,11 +167,26 @@ class SamplingConfig(_Frozen):
 
 
 class RetryConfig(_Frozen):
-    max_retries: int = Field(0, ge=0, description="K: retries after a failed attempt (0 = no retry loop).")
+    max_retries: int = Field(
+        0, ge=0, description="K: follow-ups per failed first try, a chain of up to K or a fan of K (`shape`); 0: none."
+    )
     strategy: Literal["retry", "resample"] = Field(
         "retry",
         description="retry: a failed attempt gets a retry prompt carrying `feedback`; resample: the double-sample "
-        "control, a fresh sample of the original prompt (same budget, no failure signal).",
+        "control, a fresh sample of the original prompt (no failure signal; spent as `shape` and `budget` say).",
+    )
+    shape: Literal["chain", "fan"] = Field(
+        "chain",
+        description="chain: up to K levels, each follow-up answering the chain's previous failed attempt "
+        "(attempt_idx 1..K); fan: K independent follow-ups of the failed first try at once (attempt_idx 1, "
+        "sample_idx 0..K-1, parent the first try).",
+    )
+    budget: Literal["until_pass", "fixed"] = Field(
+        "until_pass",
+        description="until_pass: a chain stops at its first accepted follow-up, so arms whose follow-ups pass at "
+        "different rates spend different budgets; fixed: every failed first try gets exactly K follow-ups in every "
+        "arm and round (a chain whose follow-up passed goes on from its last failed attempt): the matched budget "
+        "of a double-sample control. A fan always spends K.",
     )
     feedback: PIKind = Field("none", description="What the retry prompt carries (stored as pi_kind).")
     model: str | None = Field(
@@ -181,6 +196,9 @@ class RetryConfig(_Frozen):
     diagnosis_max_new_tokens: int = Field(
         64, ge=1, description="self_diagnosis: most tokens of the diagnosis the model writes before retrying."
     )
+
+    # Fields added after runs were stored: left out of the canonical JSON (and hash) at their defaults.
+    SINCE_HASHED: ClassVar[tuple[str, ...]] = ("shape", "budget")
 
 
 class CurriculumConfig(_Frozen):
@@ -517,7 +535,8 @@ class ExperimentConfig(_Frozen):
     def canonical_json(self) -> str:
         """The config as stored with a run (and hashed). Of `scale`, only what changes results is kept,
         and nothing at its defaults: a run resumes on another executor, and hashes predate the section.
-        `domain.decontaminate` is kept only when false, for the same reason.
+        `domain.decontaminate` is kept only when false, `retry.shape` and `retry.budget` only off their
+        defaults, for the same reason.
         `tracking` (where the numbers are sent) is left out: a run resumes with a tracker switched on."""
         data = self.model_dump(mode="json")
         data.pop("tracking")
@@ -526,6 +545,9 @@ class ExperimentConfig(_Frozen):
             data["scale"] = scale
         if data["domain"]["decontaminate"]:  # stored when switched off only: hashes predate the field
             del data["domain"]["decontaminate"]
+        for name in RetryConfig.SINCE_HASHED:  # stored when not at their defaults: hashes predate them
+            if data["retry"][name] == RetryConfig.model_fields[name].default:
+                del data["retry"][name]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
