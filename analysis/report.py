@@ -10,7 +10,9 @@ bootstrap interval (seeds and problems resampled) and a bootstrap p-value;
 each arm against the first arm (the reference) the same way; pass@1 by round;
 unbiased pass@k by round, k the most samples per problem drawn in evaluation;
 a sweep curve when the arms differ in one field (K, lr, rounds, ...); reject
-reasons, compute, and path diversity of correct training attempts; the
+reasons, the follow-up budget (follow-ups per failed first try, per arm: a
+control matches the arm it controls only where these agree), compute, and
+path diversity of correct training attempts; the
 design's power (analysis.power: the MDE under the run's own variance) and
 each arm's reading of its Δ at that power ("inconclusive at this power" when
 its interval holds 0). Point estimates equal the catalog's `summary` view
@@ -115,6 +117,7 @@ class Report:
     diversity: pd.DataFrame
     images: dict[str, bytes] = field(default_factory=dict)
     tries: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: first tries vs retries
+    budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: follow-ups per failed first try
     arm_changes: dict[str, str] = field(default_factory=dict)  # arm -> what it sets, "key=value, ..."
     retry_chain: RetryChain | None = None  # one accepted retry with what led to it
     k: int = 1  # pass@k's k: the most samples per problem drawn in evaluation (1: pass@k is pass@1)
@@ -224,6 +227,7 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
             home,
             params,
         ),
+        budget=follow_up_budget(run_id, home),
         arm_changes={
             a["name"]: ", ".join(f"{k}={json.dumps(v)}" for k, v in a.get("set", {}).items()) or "(the config as is)"
             for a in config["arms"]
@@ -255,6 +259,39 @@ def _read(arms: list[ArmResult], power: Power | None, seed_result: str) -> None:
         if power is not None:
             arm_mde = mde(power.components, a.delta.n_seeds, a.delta.n_problems)
             a.reading = reading(a.delta.low, a.delta.high, arm_mde, expected.get(a.arm))
+
+
+# The verdict's reject reasons of an attempt that gets follow-ups (tasks/filter.py verdict_reason; not
+# verifier_error: a verifier error is not retried, tasks/follow_ups.py failed).
+FAILED_REASONS = ("failed", "no_answer", "unclosed_think", "timeout", "below_threshold")
+
+FOLLOW_UP_BUDGET_SQL = f"""
+WITH RECURSIVE t AS (
+    SELECT arm, attempt_id, parent_id, coalesce(attempt_idx, 0) AS attempt_idx, status, reject_reason
+    FROM attempts WHERE run_id = $run_id AND phase = 'train'
+), lineage(first_id, attempt_id) AS (
+    SELECT attempt_id, attempt_id FROM t WHERE attempt_idx = 0
+    UNION ALL
+    SELECT l.first_id, t.attempt_id FROM t JOIN lineage l ON t.parent_id = l.attempt_id
+), per_failure AS (
+    SELECT f.arm, f.attempt_id, count(l.attempt_id) AS follow_ups
+    FROM t f LEFT JOIN lineage l ON l.first_id = f.attempt_id AND l.attempt_id <> f.attempt_id
+    WHERE f.attempt_idx = 0 AND f.status <> 'error' AND f.reject_reason IN ({", ".join(f"'{r}'" for r in FAILED_REASONS)})
+    GROUP BY ALL
+)
+SELECT arm, count(*) AS failed_first_tries, sum(follow_ups)::BIGINT AS follow_ups,
+       avg(follow_ups) AS per_failed_first_try, min(follow_ups) AS fewest, max(follow_ups) AS most
+FROM per_failure GROUP BY arm ORDER BY arm
+"""
+
+
+def follow_up_budget(run_id: str, home: Path | None = None) -> pd.DataFrame:
+    """Per arm, over all seeds and rounds: the failed first tries of the train phase (rejected by their verdict;
+    verifier errors are not followed up), the follow-up samples they got (each traced back to its first try
+    through parent_id, whatever the chain's length or the fan's width) and follow-ups per failed first try: the
+    mean, the fewest and the most. A double-sample control spends what the retry arm it controls spends when
+    these agree; with `retry.budget: fixed` or `retry.shape: fan` each is exactly K."""
+    return query(FOLLOW_UP_BUDGET_SQL, home, {"run_id": run_id})
 
 
 def _retry_chain(run_id: str, home: Path | None) -> RetryChain | None:
@@ -448,6 +485,7 @@ def report_page(report: Report) -> ReportPage:
                     )
                 ),
                 Table.from_frame(report.tries),
+                *_budget_blocks(report.budget),
                 Paragraph(text("Why attempts were rejected (", code("attempts.reject_reason"), "):")),
                 Table.from_frame(report.rejects),
             ],
@@ -475,6 +513,30 @@ def _power_blocks(report: Report) -> list[Block]:
                 "inconclusive at this power: the run cannot tell that effect from none.",
             )
         )
+    ]
+
+
+def _budget_blocks(budget: pd.DataFrame) -> list[Block]:
+    """The follow-up budget per arm, when any arm followed a failure up (a run without retries leaves it out)."""
+    if budget.empty or not budget.follow_ups.any():
+        return []
+    return [
+        Paragraph(
+            text(
+                "Follow-up budget: follow-up samples per failed first try (verifier errors are not followed up), "
+                "each follow-up traced to its first try through ",
+                code("parent_id"),
+                ". A double-sample control matches the retry arm's budget where these agree: with ",
+                code("retry.budget: fixed"),
+                " or ",
+                code("retry.shape: fan"),
+                " every failed first try gets exactly K; with ",
+                code("until_pass"),
+                " a chain stops at its first accepted follow-up, so an arm whose follow-ups pass more often "
+                "spends less.",
+            )
+        ),
+        Table.from_frame(budget),
     ]
 
 

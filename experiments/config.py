@@ -170,11 +170,26 @@ class SamplingConfig(_Frozen):
 
 
 class RetryConfig(_Frozen):
-    max_retries: int = Field(0, ge=0, description="K: retries after a failed attempt (0 = no retry loop).")
+    max_retries: int = Field(
+        0, ge=0, description="K: follow-ups per failed first try, a chain of up to K or a fan of K (`shape`); 0: none."
+    )
     strategy: Literal["retry", "resample"] = Field(
         "retry",
         description="retry: a failed attempt gets a retry prompt carrying `feedback`; resample: the double-sample "
-        "control, a fresh sample of the original prompt (same budget, no failure signal).",
+        "control, a fresh sample of the original prompt (no failure signal; spent as `shape` and `budget` say).",
+    )
+    shape: Literal["chain", "fan"] = Field(
+        "chain",
+        description="chain: up to K levels, each follow-up answering the chain's previous failed attempt "
+        "(attempt_idx 1..K); fan: K independent follow-ups of the failed first try at once (attempt_idx 1, "
+        "sample_idx 0..K-1, parent the first try).",
+    )
+    budget: Literal["until_pass", "fixed"] = Field(
+        "until_pass",
+        description="until_pass: a chain stops at its first accepted follow-up, so arms whose follow-ups pass at "
+        "different rates spend different budgets; fixed: every failed first try gets exactly K follow-ups in every "
+        "arm and round (a chain whose follow-up passed goes on from its last failed attempt): the matched budget "
+        "of a double-sample control. A fan always spends K.",
     )
     feedback: PIKind = Field("none", description="What the retry prompt carries (stored as pi_kind).")
     model: str | None = Field(
@@ -538,6 +553,8 @@ class ExperimentConfig(_Frozen):
         "curriculum.pass_rate_from",
         "filter.frontier_pass_rate_from",
         "filter.reject_pi_copies",
+        "retry.shape",
+        "retry.budget",
     )
 
     def config_hash(self) -> str:

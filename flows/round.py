@@ -1,4 +1,4 @@
-"""One round: sample -> verify (-> follow-ups: sample -> verify, K times) -> filter -> train -> evaluate.
+"""One round: sample -> verify (-> follow-ups: sample -> verify, per retry level) -> filter -> train -> evaluate.
 
 Wiring only. Every stage runs once per (run, arm, seed, round) through `resumable`; collections of
 rows, requests and problems go to tasks wrapped in `quote()`, because Prefect otherwise walks every
@@ -17,7 +17,7 @@ from storage.home import home_dir
 from tasks.curriculum import select_problems
 from tasks.evaluate import evaluate, round_summary
 from tasks.filter import filter_attempts
-from tasks.follow_ups import failed, follow_ups
+from tasks.follow_ups import failed, follow_up_levels, follow_ups, next_parents
 from tasks.keys import RoundKey
 from tasks.resume import resumable
 from tasks.sample import diagnoses, first_requests
@@ -40,15 +40,17 @@ def round_flow(
     `retry_ref` samples the follow-ups (cross-model retry); default `model_ref`."""
     key = RoundKey(run_id, arm, seed, round, str(home_dir()))
     problems = {p.problem_id: p for p in select_problems(cfg, key)}
-    attempts = latest = sample_and_verify(cfg, key, problems, 0, model_ref, first_requests(cfg, problems.values()))
+    attempts = sample_and_verify(cfg, key, problems, 0, model_ref, first_requests(cfg, problems.values()))
     follow_up_ref = retry_ref or model_ref
-    for level in range(1, cfg.retry.max_retries + 1):
-        if not (failures := failed(cfg, latest)):
+    parents = failed(cfg, attempts)
+    for level in follow_up_levels(cfg):  # a chain's levels 1..K, or a fan's one
+        if not parents:
             break
-        notes = diagnoses(cfg, key, follow_up_ref, problems, failures, level)
-        requests = follow_ups(cfg, seed, round, problems, failures, level, notes)
+        notes = diagnoses(cfg, key, follow_up_ref, problems, parents, level)
+        requests = follow_ups(cfg, seed, round, problems, parents, level, notes)
         latest = sample_and_verify(cfg, key, problems, level, follow_up_ref, requests)
         attempts = attempts + latest
+        parents = next_parents(cfg, parents, latest)
     examples = resumable(key, "filter", filter_attempts, cfg, key, quote(problems), quote(attempts), model_ref)
     new_ref = resumable(key, "train", train, cfg, key, model_ref, base_ref, quote(examples), quote(problems))
     score = resumable(key, "evaluate", evaluate, cfg, [key], new_ref)

@@ -40,7 +40,7 @@ COLUMNS = {
     "data_hash": "Hash of the problems every arm draws from (the domain's data).",
     "problem_id": "The problem (stable across runs: derived from the dataset's id or content).",
     "attempt_id": "The attempt (unique; attempts.attempt_id).",
-    "attempt_idx": "0 = first try, k = the k-th retry after a failure.",
+    "attempt_idx": "0 = first try, k = retry level k (a chain's k-th follow-up; a fan's are all level 1).",
     "model_ref": "The model that produced it: an HF id, a folder, or a round's checkpoint.",
     "prompt": "Exactly the text the model was given: a chat model's rendered template, markers included.",
     "completion": "Exactly what the model wrote (after the stop sequence is cut).",
@@ -76,7 +76,8 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "attempts": {
         "phase": "train (sampled for SFT data) | eval (held-out evaluation) | diagnosis | opsd (rollout).",
         "sample_idx": "Which of the n samples drawn for this prompt (OPSD: the training step).",
-        "parent_id": "The failed attempt this retry (or diagnosis) answers; NULL for a first try.",
+        "parent_id": "The failed attempt this follow-up (or diagnosis) answers: in a chain its last failed link, "
+        "in a fan the first try; NULL for a first try.",
         "sampler": "hf | vllm: the sampling backend.",
         "temperature": "Sampling temperature (0 = greedy).",
         "pi_kind": "The privileged information in the prompt (retry.feedback / train.opsd.pi); NULL: none.",

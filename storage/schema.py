@@ -83,7 +83,7 @@ class Attempt:
     phase: str  # train | eval | diagnosis | opsd
     problem_id: str
     attempt_id: str
-    attempt_idx: Int32  # 0 = first try, k = k-th retry
+    attempt_idx: Int32  # 0 = first try, k = retry level k (a fan's follow-ups: all 1)
     sample_idx: Int32  # which of the n samples drawn for this prompt (OPSD: the training step)
     parent_id: str | None = None  # the failed attempt a retry (or a diagnosis) answers
     model_ref: str

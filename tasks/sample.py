@@ -10,7 +10,8 @@ A request states its prompt in both forms (plain text, and messages for a chat m
 tokenizer and `model.chat` decide which one the model gets (`models.prompts`), and the attempt stores the
 text exactly as the model saw it: for a chat model, the rendered template with its markers.
 
-First tries draw `sampling.n` samples per prompt, follow-ups one. Temperatures:
+First tries draw `sampling.n` samples per prompt, follow-ups one (with `retry.shape: fan`, K: the K
+try-agains of one failed first try, `sample_idx` 0..K-1). Temperatures:
 `retry.temperature` for follow-ups when set, else the round's entry of
 `sampling.temperature_schedule`, else `sampling.temperature`.
 """
@@ -69,6 +70,14 @@ def make_sampler(cfg: ExperimentConfig, model_ref: str) -> Sampler:
     """The configured sampling backend over `model_ref` (kept loaded across stages)."""
     s = cfg.sampling
     return get_sampler(s.backend, model_ref, cfg.model.device, cfg.model.dtype, s.batch_size, s.engine_options())
+
+
+def samples_per_request(cfg: ExperimentConfig, attempt_idx: int) -> int:
+    """Samples drawn per request at a level: `sampling.n` for first tries; per follow-up request one, or K
+    with `retry.shape: fan` (one request per failed first try, its K try-agains drawn at once)."""
+    if attempt_idx == 0:
+        return cfg.sampling.n
+    return cfg.retry.max_retries if cfg.retry.shape == "fan" else 1
 
 
 def temperature_for(cfg: ExperimentConfig, round: int, attempt_idx: int) -> float:
@@ -159,7 +168,7 @@ def sample(
             # The seed leaves out run_id and arm: same config + seed => same completions,
             # and arms that share a model at a round share random numbers (a paired design).
             seed=derive_seed(key.seed, key.round, "train", level, *of_shard),
-            n=cfg.sampling.n if level == 0 else 1,
+            n=samples_per_request(cfg, level),
             temperature=temperature_for(cfg, key.round, level),
             top_p=cfg.sampling.top_p,
             max_new_tokens=cfg.sampling.max_new_tokens,

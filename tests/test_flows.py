@@ -72,14 +72,22 @@ def test_attempts_cover_every_arm_seed_round_with_both_verdicts(home):
     assert ((df.p > 0) & (df.p < 1)).all()
 
 
-def test_follow_ups_link_to_failed_parents_one_level_up(home):
+def test_follow_ups_link_to_failed_parents_and_each_failed_first_try_gets_k(home):
+    """demo's retry.budget fixed: a chain whose follow-up passed goes on from its last failed attempt, so a
+    follow-up's parent is a failed attempt at a lower level (not always one lower), and both arms spend
+    exactly K = 2 on every failed first try (the report's follow-up budget)."""
+    from analysis.report import follow_up_budget
+
     df = query("""select a.arm, a.attempt_idx, a.pi_kind, a.pi_text, p.completion parent_completion,
                          p.passed parent_passed, p.attempt_idx parent_idx, a.prompt = p.prompt same_prompt
                   from attempts a join attempts p on a.parent_id = p.attempt_id
                   where a.run_id = 'small-a' and a.attempt_idx > 0""")
     df["pi_is_parent"] = [pi == (c.strip() or "(empty)") for pi, c in zip(df.pi_text, df.parent_completion)]
     assert set(df.arm) == {"retry", "double-sample"}
-    assert not df.parent_passed.any() and (df.attempt_idx == df.parent_idx + 1).all()
+    assert not df.parent_passed.any() and (df.attempt_idx > df.parent_idx).all()
+    assert (df[df.attempt_idx == 1].parent_idx == 0).all()
+    budget = follow_up_budget("small-a").set_index("arm")
+    assert (budget.loc[["retry", "double-sample"], ["fewest", "most"]] == 2).all().all(), budget
     retry, resample = df[df.arm == "retry"], df[df.arm == "double-sample"]
     assert (retry.pi_kind == "previous_attempt").all() and retry.pi_is_parent.all()
     assert resample.pi_kind.isna().all() and resample.same_prompt.all()
@@ -270,6 +278,7 @@ def test_report_separates_first_tries_from_retries_and_shows_a_retry_chain(home)
     assert not failed.passed.any() and chain.retry_prompt != chain.prompt
     md, html = to_markdown(report), to_html(report)
     assert "## First tries and retries" in md and "The accepted retry:" in md and "<pre>" in html
+    assert "| arm | failed_first_tries | follow_ups | per_failed_first_try | fewest | most |" in md
     assert "`" not in html.split("<title>")[1].split("</title>")[0]
     assert "| measure |" in md  # compute with arms as columns: fits the page
 

@@ -155,3 +155,98 @@ def test_every_preset_names_its_seed_result_and_a_real_model():
         assert "/" in cfg.model.name_or_path  # an HF id
         assert cfg.model.chat in ("on", "off")  # each says how its model is prompted (issue 16)
         assert cfg.domain.name in ("gsm8k", "mbpp", "minif2f")
+
+
+class _FakeSampler:
+    """n completions per prompt, named by prompt and sample; no model."""
+
+    name, model_ref, tokenizer = "fake", "m", None
+
+    def generate(self, prompts, *, n=1, seed=0, **_):
+        from models.sampling.base import Completion
+
+        return [[Completion(f" c{i}.{j}", 4, 2, "stop") for j in range(n)] for i in range(len(prompts))]
+
+
+def test_a_fan_follows_each_failed_first_try_up_k_times_in_one_level():
+    """retry.shape fan: one request per failed first try (parent = the first try), sampled K times at level 1:
+    attempt_idx 1, sample_idx 0..K-1, distinct attempt ids; both strategies alike."""
+    from models.prompts import PromptStyle
+    from tasks.follow_ups import follow_up_levels
+    from tasks.sample import draw, samples_per_request
+
+    by_id = {p.problem_id: p for p in PROBLEMS}
+    rows = [_failed_row(p) for p in PROBLEMS[:3]]
+    key = RoundKey("r", "a", 0, 1, "/tmp")
+    for strategy in ("retry", "resample"):
+        cfg = load_config("demo", ["retry.shape=fan", f"retry.strategy={strategy}"])
+        k = cfg.retry.max_retries
+        assert list(follow_up_levels(cfg)) == [1] and samples_per_request(cfg, 1) == k == 3
+        assert samples_per_request(cfg, 0) == cfg.sampling.n
+        reqs = follow_ups(cfg, 0, 1, by_id, rows, 1)
+        assert [(r.attempt_idx, r.parent_id) for r in reqs] == [(1, a.attempt_id) for a in rows]
+        out = draw(
+            _FakeSampler(),
+            PromptStyle(False),
+            key,
+            reqs,
+            phase="train",
+            seed=0,
+            n=samples_per_request(cfg, 1),
+            temperature=1.0,
+            top_p=1.0,
+            max_new_tokens=8,
+            stop=(),
+        )
+        assert [(a.parent_id, a.attempt_idx, a.sample_idx) for a in out] == [
+            (f.attempt_id, 1, s) for f in rows for s in range(k)
+        ]
+        assert len({a.attempt_id for a in out}) == len(out) == 3 * k
+
+
+def test_a_chain_has_k_levels_and_stops_at_a_pass_unless_its_budget_is_fixed():
+    """until_pass: the next level follows up the follow-ups that failed. fixed: every chain goes on, from its
+    follow-up when that failed, else (passed, or a verifier error) from its last failed attempt again."""
+    from tasks.follow_ups import follow_up_levels, next_parents
+    from tasks.sample import samples_per_request
+
+    first = [_failed_row(p) for p in PROBLEMS[:3]]
+    latest = [
+        make_attempt(attempt_id=f"f{i}", parent_id=a.attempt_id, attempt_idx=1, status=s, passed=s == "pass")
+        for i, (a, s) in enumerate(zip(first, ("pass", "fail", "error")))
+    ]
+    until_pass = load_config("demo", ["retry.budget=until_pass"])
+    assert list(follow_up_levels(until_pass)) == [1, 2, 3] and samples_per_request(until_pass, 2) == 1
+    assert next_parents(until_pass, first, latest) == [latest[1]]
+    fixed = load_config("demo", ["retry.budget=fixed"])
+    assert list(follow_up_levels(fixed)) == [1, 2, 3]
+    assert next_parents(fixed, first, latest) == [first[0], latest[1], first[2]]
+    assert list(follow_up_levels(load_config("demo", ["retry.max_retries=0"]))) == []
+    assert list(follow_up_levels(load_config("demo", ["retry.max_retries=0", "retry.shape=fan"]))) == []
+
+
+def test_a_parent_followed_up_again_gets_the_same_prompt():
+    """A fixed chain asks a parent again after a passing follow-up: the same retry prompt (PI seeded by the
+    parent), new samples of it (the level is in the sampler's seed)."""
+    by_id = {p.problem_id: p for p in PROBLEMS}
+    rows = [_failed_row(p) for p in PROBLEMS[:3]]
+    cfg = load_config("demo", ["retry.budget=fixed", "retry.feedback=gibberish"])
+    level1, level2 = follow_ups(cfg, 0, 1, by_id, rows, 1), follow_ups(cfg, 0, 1, by_id, rows, 2)
+    assert [r.prompt for r in level1] == [r.prompt for r in level2]
+    assert [r.attempt_idx for r in level2] == [2, 2, 2] and [r.parent_id for r in level2] == [
+        a.attempt_id for a in rows
+    ]
+
+
+def test_retry_shape_and_budget_at_their_defaults_leave_the_config_hash_alone():
+    """Hashes predate the two fields: at their defaults they are not stored; set otherwise they are."""
+    base = load_config("star-try-again")
+    spelled = load_config("star-try-again", ["retry.shape=chain", "retry.budget=until_pass"])
+    assert spelled.config_hash() == base.config_hash()
+    assert '"shape"' not in base.canonical_json() and '"budget"' not in base.canonical_json()
+    for override in ("retry.shape=fan", "retry.budget=fixed"):
+        changed = load_config("star-try-again", [override])
+        assert changed.config_hash() != base.config_hash() and override.split("=")[1] in changed.canonical_json()
+    k = load_config("k-sweep")  # the preset spells the defaults out: its hash is the one it always had
+    assert k.retry.shape == "chain" and k.retry.budget == "until_pass" and '"shape"' not in k.canonical_json()
+    assert load_config("demo").retry.budget == load_config("double-sample-vs-retry").retry.budget == "fixed"

@@ -102,3 +102,24 @@ def test_dynamic_curriculum_and_self_diagnosis_through_the_flow(tiny_model: Path
                     where d.run_id = 'dyn' and d.phase = 'diagnosis'""")
     assert len(diag) > 0
     assert all(pi == (d.strip() or "(no diagnosis)") for d, pi in zip(diag.diagnosis, diag.pi_text))
+
+
+def test_a_fan_and_a_fixed_chain_spend_k_per_failed_first_try_with_a_real_sampler(
+    tiny_model: Path, pidistill_home: Path
+):
+    """The demo at micro scale with K = 3 as a fan and as a fixed chain: the retry and double-sample arms spend
+    exactly 3 follow-ups on every failed first try (the report's follow-up budget); a fan's are level 1,
+    sample_idx 0..2, each answering its first try."""
+    from analysis.report import follow_up_budget
+
+    for run_id, shape in (("fan", "retry.shape=fan"), ("fixed", "retry.budget=fixed")):
+        argv = ["run", "demo", "--smoke", "--run-id", run_id, "--set", "rounds=1", "--set", "retry.max_retries=3"]
+        assert main([*argv, "--set", shape]) == 0
+        budget = follow_up_budget(run_id).set_index("arm")
+        for arm in ("retry", "double-sample"):
+            assert budget.loc[arm, "fewest"] == budget.loc[arm, "most"] == 3, (run_id, budget)
+    fan = query("""select f.attempt_idx, list(distinct f.sample_idx order by f.sample_idx) samples,
+                          count(distinct f.parent_id) parents, bool_and(p.attempt_idx = 0) from_first_try
+                   from attempts f join attempts p on p.run_id = f.run_id and p.attempt_id = f.parent_id
+                   where f.run_id = 'fan' and f.phase = 'train' group by all""")
+    assert fan.attempt_idx.tolist() == [1] and list(fan.samples[0]) == [0, 1, 2] and fan.from_first_try[0]
