@@ -138,6 +138,23 @@ def _pass_at_k(ev: pd.DataFrame, arm: str, rnd: int, k: int, n_boot: int) -> Pas
     return PassAtK(rnd, n, float(_matrix(ev, arm, rnd).to_numpy().mean()), est, int(sub.seed.nunique()))
 
 
+def _comparable(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Two arms' seeds x problems share a seed and a problem (arms on different domains share none)."""
+    return not (a.index.intersection(b.index).empty or a.columns.intersection(b.columns).empty)
+
+
+def arm_domains(config: dict) -> dict[str, str]:
+    """arm -> the domain it ran on, from a stored config: the config's, or the arm's own (`set` names it as
+    `domain: X`, `domain: {...}` or `domain.name: X`, as experiments.config.for_arm applies them)."""
+    top = config.get("domain", {}).get("name", "arith")
+    out = {}
+    for arm in config.get("arms", []):
+        overrides = arm.get("set") or {}
+        name = overrides.get("domain.name", overrides.get("domain", top))
+        out[arm["name"]] = name.get("name", "arith") if isinstance(name, dict) else name
+    return out
+
+
 def _paired(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> Estimate:
     seeds = a.index.intersection(b.index)
     problems = a.columns.intersection(b.columns)
@@ -194,7 +211,9 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
                 base_pass1=float(base.to_numpy().mean()),
                 final_pass1=float(finals[arm].to_numpy().mean()),
                 delta=_paired(finals[arm], base, seed=i),
-                vs_reference=None if arm == reference else _paired(finals[arm], finals[reference], seed=100 + i),
+                vs_reference=None
+                if arm == reference or not _comparable(finals[arm], finals[reference])
+                else _paired(finals[arm], finals[reference], seed=100 + i),
                 by_round=[
                     (int(r), paired_bootstrap(_matrix(ev, arm, r).to_numpy(), n_boot=n_boot, seed=r)) for r in rounds
                 ],
@@ -234,7 +253,7 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
         },
         retry_chain=_retry_chain(run_id, home),
         compute=query("SELECT * EXCLUDE (run_id) FROM compute WHERE run_id = $run_id ORDER BY arm", home, params),
-        diversity=_diversity(run_id, config["domain"]["name"], home),
+        diversity=_diversity(run_id, arm_domains(config), home),
         k=k,
         power=power,
     )
@@ -309,7 +328,11 @@ def _retry_chain(run_id: str, home: Path | None) -> RetryChain | None:
     return None if rows.empty else RetryChain(**rows.iloc[0].to_dict())
 
 
-def _diversity(run_id: str, domain: str, home: Path | None) -> pd.DataFrame:
+DIVERSITY_COLUMNS = ["arm", "domain", "round", "problems_solved", "distinct_per_problem", "mean_edit_distance"]
+
+
+def _diversity(run_id: str, domains: dict[str, str], home: Path | None) -> pd.DataFrame:
+    """Per arm and round: each arm's correct training attempts normalised as its own domain's solutions."""
     rows = query(
         """SELECT arm, round, problem_id, list(completion) AS completions FROM attempts
                     WHERE run_id = $run_id AND phase = 'train' AND passed GROUP BY ALL""",
@@ -318,17 +341,18 @@ def _diversity(run_id: str, domain: str, home: Path | None) -> pd.DataFrame:
     )
     out = []
     for (arm, rnd), group in rows.groupby(["arm", "round"]):
-        stats = [diversity(domain, list(c)) for c in group.completions]
+        stats = [diversity(domains[arm], list(c)) for c in group.completions]
         out.append(
             {
                 "arm": arm,
+                "domain": domains[arm],
                 "round": int(rnd),
                 "problems_solved": len(stats),
                 "distinct_per_problem": float(np.mean([s["distinct"] for s in stats])),
                 "mean_edit_distance": float(np.mean([s["mean_edit_distance"] for s in stats])),
             }
         )
-    return pd.DataFrame(out, columns=["arm", "round", "problems_solved", "distinct_per_problem", "mean_edit_distance"])
+    return pd.DataFrame(out, columns=DIVERSITY_COLUMNS)
 
 
 def table_rows(report: Report) -> list[dict]:
@@ -415,7 +439,8 @@ def report_page(report: Report) -> ReportPage:
                 "Δpp: last round minus the base model (round 0) on the same seeds and held-out problems; 95 % interval "
                 "from a paired bootstrap over seeds and problems; p from the same bootstrap. ",
                 code(f"vs {report.reference}"),
-                ": the arm's last round minus the reference arm's, paired the same way.",
+                ": the arm's last round minus the reference arm's, paired the same way (- for an arm that shares no "
+                "problems with it, e.g. one on another domain).",
             )
         ),
         Table.from_frame(

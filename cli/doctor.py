@@ -128,7 +128,7 @@ def lean_checks(live: bool, detail: bool) -> list[Check]:
     from lean_env.doctor import doctor as lean_doctor
 
     rows = lean_doctor(live=live)
-    presets = [n for n in preset_names() if load_config(n).domain.name == "minif2f"]
+    presets = [n for n in preset_names() if "minif2f" in load_config(n).arm_domains()]
     installed = any(ok for name, ok, _ in rows if name in ("lake", "lean", "project"))
     if not installed and not detail:
         return [

@@ -109,7 +109,7 @@ def _run(config: ExperimentConfig, run_id: str | None) -> int:
     started = time.time()
     print(
         f"run {run_id}: {config.name}, {len(config.arms)} arms x {len(config.seeds)} seeds x {config.rounds} "
-        f"rounds on {config.domain.name}; outputs in {home_dir() / run_id}",
+        f"rounds on {' and '.join(config.arm_domains())}; outputs in {home_dir() / run_id}",
         flush=True,
     )
     experiment_flow(config, run_id=run_id)
@@ -202,7 +202,21 @@ def _preset_needs(cfg: ExperimentConfig) -> list[str]:
     needs = ["hub download"] if "hub download" in each else []
     if sizes or "GPU" in each:
         needs.append(f"GPU ({', '.join(dict.fromkeys(sizes))})" if sizes else "GPU")
-    return needs + (["Lean"] if any(a.domain.name == "minif2f" for a in arms) else [])
+    lean = [a for a in arms if a.domain.name == "minif2f"]
+    if lean:
+        needs.append("Lean")
+    if any(_needs_proofs(a) and not a.domain.options.get("proofs_path") for a in lean):
+        needs.append("reference proofs")
+    return needs
+
+
+def _needs_proofs(cfg: ExperimentConfig) -> bool:
+    """A Lean arm whose PI is made from reference proofs (domains.lean.PROOFS_NEEDED: miniF2F ships none)."""
+    from domains.pi import FROM_REFERENCE
+
+    kinds = {cfg.retry.feedback} if cfg.retry.max_retries and cfg.retry.strategy == "retry" else set()
+    kinds |= {cfg.train.opsd.pi} if cfg.train.method == "opsd" else set()
+    return bool(kinds & FROM_REFERENCE)
 
 
 @app.command(name="list")
@@ -219,7 +233,7 @@ def list_presets(*, verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])
         cfg = load_config(name)
         needs = ", ".join(_preset_needs(cfg)) or "CPU"
         arms = f"{len(cfg.arms)} arm{'s' if len(cfg.arms) != 1 else ''}"
-        print(f"{name:<28} {cfg.domain.name:<8} {arms:<7} needs: {needs}")
+        print(f"{name:<28} {'+'.join(cfg.arm_domains()):<12} {arms:<7} needs: {needs}")
         print(f"{'':<28} sprint: {cfg.seed_result or '-'}")
         if verbose and cfg.description:
             print(f"{'':<28} {' '.join(cfg.description.split())}")

@@ -42,7 +42,7 @@ Options: ``repl_command`` (default ``lake env repl`` or ``$PIDISTILL_LEAN_REPL``
 ``max_rss_mb`` (recycle a REPL above this RSS, 12288), ``pool_size`` (parallel
 REPLs, default min(4, cores/2)), ``allow_native_decide`` (False), ``proofs_path``
 (JSONL of reference proofs ``{"name", "proof"}``: the problem's `solution`, which the
-``skeleton`` and ``correct_answer`` retry PIs need; miniF2F ships none).
+``skeleton`` and ``correct_answer`` retry PIs need; miniF2F ships none, see `PROOFS_NEEDED`).
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ __all__ = ["LeanNotFound", "MiniF2FDomain"]
 
 SPLIT_MAP = {"train": "valid", "test": "test"}
 INSTRUCTION = "Complete the following Lean 4 code:"
+# What the skeleton and correct_answer PIs need and how to give it (preflight and the PI errors say this).
+PROOFS_NEEDED = (
+    "miniF2F ships no reference proofs and pidistill bundles none: write a JSONL file with one row per training "
+    'theorem (the valid split), {"name": "<theorem name, as in minif2f.jsonl>", "proof": "<the tactic proof, '
+    'the text after `:= by`>"}, and pass it with --set domain.options.proofs_path=/path/to/proofs.jsonl'
+)
 
 
 def _default_pool_size() -> int:
@@ -174,12 +180,13 @@ class MiniF2FDomain(BaseDomain):
 
     def skeleton(self, problem: Problem) -> str:
         """The `have` skeleton of the reference proof (needs the `proofs_path` option)."""
+        return self.skeleton_pi(problem, self.reference_answer(problem)).text
+
+    def reference_answer(self, problem: Problem) -> str:
+        """The reference proof (correct_answer PI; the skeleton's source), from the `proofs_path` file."""
         if not problem.solution:
-            raise PIUnavailable(
-                f"no reference proof for {problem.problem_id}: skeleton PI needs domain.options.proofs_path "
-                '(JSONL rows {"name": ..., "proof": ...})'
-            )
-        return self.skeleton_pi(problem, problem.solution).text
+            raise PIUnavailable(f"no reference proof for {problem.problem_id}: {PROOFS_NEEDED}")
+        return problem.solution
 
     def skeleton_pi(self, problem: Problem, proof: str) -> PrivilegedInfo:
         """The ``skeleton`` privileged information from a (reference) proof of `problem`."""

@@ -45,6 +45,9 @@ PIKind = Literal[
     "reference_solution",
 ]
 PI_KINDS: tuple[str, ...] = get_args(PIKind)
+# Kinds made from the problem's own reference (answer, solution, proof; gibberish: as long as the answer),
+# which a dataset may hold for some problems only (minif2f: a file of reference proofs).
+FROM_REFERENCE = frozenset({"correct_answer", "gibberish", "skeleton", "reference_solution"})
 
 DIAGNOSIS_CUE = "\nThe attempt above is wrong. In one or two sentences, what went wrong?\nDiagnosis:"
 

@@ -541,6 +541,10 @@ class ExperimentConfig(_Frozen):
             _set_dotted(data, key, value, where=f"arms[{index}].set")
         return _validate(data, prefix=f"arms[{index}].set: ")
 
+    def arm_domains(self) -> list[str]:
+        """The domains the arms run on, in arm order without repeats (one, unless an arm sets its own)."""
+        return list(dict.fromkeys(self.for_arm(a.name).domain.name for a in self.arms))
+
     # What names or describes an experiment but cannot change a number it produces: editing the
     # description in the UI form must not move the hash (resume and the nightly compare by it).
     # `smoke` labels a config whose scaled-down fields already differ (and hash differently) from the preset's.
@@ -601,30 +605,62 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "seeds": [0],
 }
 _SMOKE_DOMAIN = {"gsm8k": "arith"}
+# Cross-model retry at micro scale: the retries must still come from another model than the one trained, or
+# the arms of cross-model-retry would be the same run twice. SmolLM2-135M-Instruct ships with pidistill
+# (models/bundled.py), needs no hub and speaks arith; a second tiny recipe would cost a pretraining build.
+SMOKE_RETRY_MODEL = "smollm2-135m"
 SMOKE_SCALE = "tiny model, 16 train / 40 eval problems, 2 samples each, seed 0"
 _SMOKE_MARK = "[smoke scale: "
 _SMOKE_ARM_DROPS = ("model.", "domain.", "sampling.n", "sampling.max_new_tokens")
 
 
 def smoke(config: ExperimentConfig) -> ExperimentConfig:
-    """`config` at micro scale (see SMOKE_OVERRIDES); arms keep what they vary, except model, domain, sizes."""
+    """`config` at micro scale (see SMOKE_OVERRIDES); arms keep what they vary, except model and sizes. An arm
+    on its own domain keeps it (mapped as the config's is); another retry model becomes SMOKE_RETRY_MODEL."""
     data = config.model_dump()
     for key, value in SMOKE_OVERRIDES.items():
         _set_dotted(data, key, value, where="smoke")
     data["domain"]["name"] = _SMOKE_DOMAIN.get(data["domain"]["name"], data["domain"]["name"])
     if data["retry"]["model"]:
-        data["retry"]["model"] = "tiny"
+        data["retry"]["model"] = SMOKE_RETRY_MODEL
     for arm in data["arms"]:
+        domain = _arm_domain(arm["set"])
         arm["set"] = {
-            k: ("tiny" if k == "retry.model" else v)
+            k: (SMOKE_RETRY_MODEL if k == "retry.model" and v else v)
             for k, v in arm["set"].items()
             if not k.startswith(_SMOKE_ARM_DROPS) and k not in ("model", "domain")
         }
+        if domain is not None:
+            arm["set"]["domain.name"] = _SMOKE_DOMAIN.get(domain, domain)
     data["name"] = config.name
     data["smoke"] = True
     if not config.description.startswith(_SMOKE_MARK):  # the stored description says what ran, not the preset's
         data["description"] = f"{_SMOKE_MARK}{SMOKE_SCALE}] {config.description}".rstrip()
     return _validate(data, prefix="smoke: ")
+
+
+def _arm_domain(overrides: dict[str, Any]) -> str | None:
+    """The domain an arm's `set` names (`domain: X`, `domain: {...}` or `domain.name: X`), or None."""
+    if "domain.name" in overrides:
+        return overrides["domain.name"]
+    value = overrides.get("domain")
+    if isinstance(value, dict):
+        return value.get("name", DomainConfig.model_fields["name"].default)
+    return value
+
+
+def _distinct_retry_model(data: dict[str, Any]) -> None:
+    """--smoke, then `--set model=X`: a retry model that is now the trained model becomes the other small one
+    (tiny or SMOKE_RETRY_MODEL), so that cross-model arms still retry with another model."""
+    model = data.get("model")
+    trained = model.get("name_or_path", "tiny") if isinstance(model, dict) else model
+    other = "tiny" if trained == SMOKE_RETRY_MODEL else SMOKE_RETRY_MODEL
+    retry = data.get("retry")
+    if isinstance(retry, dict) and retry.get("model") == trained:
+        retry["model"] = other
+    for arm in data.get("arms") or []:
+        if isinstance(arm, dict) and (arm.get("set") or {}).get("retry.model") == trained:
+            arm["set"]["retry.model"] = other
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "--set") -> None:
@@ -741,6 +777,8 @@ def load_config(
     pairs = parse_overrides(list(overrides))
     for key, value in pairs:
         _set_dotted(data, key, value)
+    if smoke_scale and not any(k.split(".")[0] == "arms" or k in ("retry", "retry.model") for k, _ in pairs):
+        _distinct_retry_model(data)  # unless --set names the retry model (or the arms) itself
     # --smoke's learning rate is for the tiny model it picks: a model named with --set keeps the preset's
     # (3e-4 collapsed SmolLM2 to empty completions in one step), unless --set names a rate too.
     config = _validate(data)

@@ -97,7 +97,7 @@ def deployments() -> list[dict[str, Any]]:
     for name in preset_names():
         cfg = configs[name]
         desc = _one_line(cfg.description) or f"The {name} preset."
-        out.append(_experiment_deployment(name, cfg, desc, ["preset", cfg.domain.name]))
+        out.append(_experiment_deployment(name, cfg, desc, ["preset", *cfg.arm_domains()]))
     for name, overrides in SMOKE_PRESETS.items():
         cfg = configs[f"smoke-{name}"]
         sets = "".join(f" --set {o}" for o in overrides)
@@ -106,7 +106,7 @@ def deployments() -> list[dict[str, Any]]:
             f"the tiny model, {cfg.domain.train_size} training and {cfg.domain.eval_size} held-out problems, "
             f"{len(cfg.seeds)} seed(s), {cfg.rounds} round(s)."
         )
-        out.append(_experiment_deployment(f"smoke-{name}", cfg, desc, ["smoke", cfg.domain.name]))
+        out.append(_experiment_deployment(f"smoke-{name}", cfg, desc, ["smoke", *cfg.arm_domains()]))
     out.append(
         {
             "name": "nightly",

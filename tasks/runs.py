@@ -125,6 +125,7 @@ def _preflight(config: ExperimentConfig) -> None:
     if config.scale.chains > 1:
         _check_chains(config)
     checked: set[str] = set()  # arms that share the data (most do) load and compare it once
+    runtimes: dict[str, tuple[Domain, ExperimentConfig, str]] = {}
     for arm in config.arms:
         cfg = config.for_arm(arm.name)
         where = f"arm {arm.name!r}: " if arm.set else ""
@@ -133,6 +134,7 @@ def _preflight(config: ExperimentConfig) -> None:
             _check_data(cfg, where)
             checked.add(data)
         domain = domain_of(cfg)
+        runtimes.setdefault(cfg.domain.model_dump_json(), (domain, cfg, where))
         _check_model(cfg.model.name_or_path, "model.name_or_path", where)
         if cfg.retry.model:
             _check_model(cfg.retry.model, "retry.model", where)
@@ -155,9 +157,16 @@ def _preflight(config: ExperimentConfig) -> None:
         if cfg.train.processes > 1:
             _check_processes(cfg.train, cfg.model.device, where)
         if cfg.train.method == "opsd":
-            _check_pi(cfg.train.opsd.pi, "train.opsd.pi", domain, where)
+            _check_pi(cfg.train.opsd.pi, "train.opsd.pi", cfg, domain, where)
         if cfg.retry.max_retries > 0 and cfg.retry.strategy == "retry":
-            _check_pi(cfg.retry.feedback, "retry.feedback", domain, where)
+            _check_pi(cfg.retry.feedback, "retry.feedback", cfg, domain, where)
+    # Last, what the machine lacks (a domain's own check: minif2f's Lean): what the config lacks is told first,
+    # with its fix (lean-have-skeleton's reference proofs), also where Lean is not installed.
+    for domain, cfg, where in runtimes.values():
+        try:
+            domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
+        except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
+            raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
 
 
 def _check_data(cfg: ExperimentConfig, where: str) -> None:
@@ -169,7 +178,6 @@ def _check_data(cfg: ExperimentConfig, where: str) -> None:
         if isinstance(domain, ArithDomain):
             domain.load("train", limit=cfg.domain.train_size)
         train, evals = train_pool(cfg), eval_problems(cfg)
-        domain.preflight()  # e.g. minif2f: is Lean installed? (a no-op for most domains)
     except (DomainError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise PreflightError(f"{where}domain {cfg.domain.name}: {exc}") from None
     if cfg.domain.decontaminate:
@@ -254,17 +262,25 @@ def _check_chat_template(name: str, where: str) -> None:
             )
 
 
-def _check_pi(kind: str, field: str, domain, where: str) -> None:
-    """Build the PI `kind` once for a real problem: a domain that cannot supply it fails now."""
+def _check_pi(kind: str, field: str, cfg: ExperimentConfig, domain: Domain, where: str) -> None:
+    """Build the PI `kind` for real problems: a domain that cannot supply it fails now, not at the first retry.
+    A kind made from the problem's reference is built for every problem a run can draw: a dataset may hold
+    references for some problems only (minif2f's reference proofs come from a file)."""
     import random
 
-    from domains.pi import PIUnavailable, make_pi
+    from domains.pi import FROM_REFERENCE, PIUnavailable, make_pi
 
-    problems = domain.load("train", limit=2)
-    try:
-        make_pi(kind, domain, problems[0], problems, random.Random(0), completion="x", feedback="y", diagnosis="z")
-    except (PIUnavailable, ValueError) as exc:
-        raise PreflightError(f"{where}{field}={kind!r}: {exc}") from None
+    each = kind in FROM_REFERENCE
+    problems = train_pool(cfg) if each else domain.load("train", limit=2)
+    failures = []
+    for problem in problems if each else problems[:1]:
+        try:
+            make_pi(kind, domain, problem, problems, random.Random(0), completion="x", feedback="y", diagnosis="z")
+        except (PIUnavailable, ValueError) as exc:
+            failures.append(exc)
+    if failures:
+        some = f"{len(failures)} of {len(problems)} training problems cannot supply it: " if each else ""
+        raise PreflightError(f"{where}{field}={kind!r}: {some}{failures[0]}")
 
 
 def data_hash(config: ExperimentConfig) -> str:

@@ -9,7 +9,7 @@ import pytest
 from attempt_factory import make_attempt
 
 from domains import get_domain
-from experiments.config import load_config, preset_names
+from experiments.config import SMOKE_RETRY_MODEL, load_config, preset_names
 from tasks.curriculum import _pool, dynamic_problems, history
 from tasks.follow_ups import failed, follow_ups
 from tasks.keys import RoundKey
@@ -139,7 +139,9 @@ def test_smoke_keeps_what_arms_vary_and_shrinks_the_rest():
         assert cfg.domain.name in ("arith", "mbpp", "humaneval", "minif2f")
         for arm in cfg.arms:
             eff = cfg.for_arm(arm.name)
-            assert eff.model.name_or_path == "tiny" and eff.retry.model in (None, "tiny")
+            # Local models only; another retry model stays another one (cross-model-retry's arms must differ).
+            assert eff.model.name_or_path == "tiny" and eff.retry.model in (None, SMOKE_RETRY_MODEL)
+            assert eff.domain.name in ("arith", "mbpp", "humaneval", "minif2f") and eff.domain.train_size == 16
     k = load_config("k-sweep", smoke_scale=True)
     assert [k.for_arm(a).retry.max_retries for a in ("k1", "k3", "k5")] == [1, 3, 5]
     lr = load_config("lr-sweep", smoke_scale=True)

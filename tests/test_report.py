@@ -190,3 +190,79 @@ def test_markdown_table_is_the_one_table_writer():
     t = Table.from_frame(pd.DataFrame({"f": [0.12345, 3.0, 0.5], "i": [1, 2, 3], "s": ["a", "b", "c"]}))
     assert t.rows == [["0.123", "1", "a"], ["3", "2", "b"], ["0.500", "3", "c"]]
     assert Table.from_frame(pd.DataFrame()).markdown() == "_(none)_"
+
+
+def test_arms_on_different_domains_are_not_paired_and_their_diversity_is_their_own(pidistill_home: Path):
+    """path-diversity runs a code arm and a Lean arm: no shared problems to pair them on, and each arm's
+    correct attempts are normalised as its own domain's solutions (code by AST, Lean by tactics)."""
+    from analysis.report import format_table
+
+    _run(pidistill_home, "two", {"code": 1, "lean": 1})  # the runs row and attempts are replaced below
+    config = {
+        "domain": {"name": "mbpp"},
+        "arms": [{"name": "code"}, {"name": "lean", "set": {"domain.name": "minif2f", "model.chat": "off"}}],
+    }
+    row = {
+        "run_id": "two",
+        "experiment": "path-diversity",
+        "config_json": json.dumps(config),
+        "config_hash": "h",
+        "code_version": "c" * 40,
+        "data_hash": "d",
+        "started_at": T0,
+        "finished_at": T0,
+        "status": "completed",
+        "error": None,
+        "smoke": False,
+    }
+    write_rows(pidistill_home / "two" / "runs" / "run.parquet", [row], "runs")
+    rng = np.random.default_rng(1)
+    ev = [
+        {
+            "run_id": "two",
+            "arm": arm,
+            "seed": s,
+            "round": r,
+            "problem_id": f"{prefix}/{p}",
+            "model_ref": "m",
+            "n": 1,
+            "n_pass": int(rng.integers(0, 2)),
+        }
+        for arm, prefix in (("code", "mbpp"), ("lean", "minif2f"))
+        for s in (0, 1)
+        for r in (0, 1)
+        for p in range(6)
+    ]
+    write_rows(pidistill_home / "two" / "evaluations" / "all.parquet", ev, "evaluations")
+    solutions = {  # two renamings of one program; two proofs with one tactic sequence
+        "code": ("mbpp/0", ["def f(a): return a*2", "def g(b):\n    return b * 2"]),
+        "lean": ("minif2f/0", ["  nlinarith [sq_nonneg x]\n  simp", "  nlinarith [h₀, h₁]\n  simp"]),
+    }
+    attempt = dict.fromkeys(ATTEMPTS.names)
+    rows = [
+        {
+            **attempt,
+            "run_id": "two",
+            "arm": arm,
+            "seed": 0,
+            "round": 1,
+            "phase": "train",
+            "problem_id": problem,
+            "attempt_id": f"{arm}-{i}",
+            "completion": completion,
+            "passed": True,
+            "accepted": True,
+        }
+        for arm, (problem, completions) in solutions.items()
+        for i, completion in enumerate(completions)
+    ]
+    write_rows(pidistill_home / "two" / "attempts" / "train.parquet", rows, "attempts")
+    report = build_report("two", n_boot=200)
+    code, lean = report.arms
+    assert report.reference == "code" and code.vs_reference is None and lean.vs_reference is None
+    assert lean.delta.n_problems == 6  # each arm is still compared with its own base
+    div = report.diversity.set_index("arm")
+    assert div.loc["code", "domain"] == "mbpp" and div.loc["lean", "domain"] == "minif2f"
+    assert div.loc["code", "distinct_per_problem"] == 1 and div.loc["lean", "distinct_per_problem"] == 1
+    assert "shares no problems with it" in to_markdown(report)
+    assert format_table(report).splitlines()[2].split()[-5] == "-"  # lean's `vs code` cell
