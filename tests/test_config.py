@@ -174,11 +174,12 @@ def test_config_hash_is_stable_and_sensitive():
 def test_fields_added_later_keep_the_hash_at_their_defaults_and_move_it_when_set():
     """The first-try pass rates and the PI-copy filter came after runs were stored: a config that leaves them
     at their defaults keeps its hash and resumes its runs; one that sets them away from it hashes apart."""
-    base = load_config("demo")
+    base = load_config("demo", ["retry.budget=until_pass"])  # the demo preset itself sets a fixed budget
     for dotted in ExperimentConfig.ADDED_LATER:
         section, name = dotted.split(".")
         assert name in type(getattr(base, section)).model_fields  # no misspelt entry
         assert f'"{name}"' not in base.canonical_json()
+    assert '"budget":"fixed"' in load_config("demo").canonical_json()
     changed = {
         "filter.frontier_pass_rate_from=all_attempts": '"frontier_pass_rate_from":"all_attempts"',
         "curriculum.pass_rate_from=all_attempts": '"pass_rate_from":"all_attempts"',
@@ -189,7 +190,13 @@ def test_fields_added_later_keep_the_hash_at_their_defaults_and_move_it_when_set
         assert stored in cfg.canonical_json() and cfg.config_hash() != base.config_hash()
     explicit = load_config(
         "demo",
-        ["filter.frontier_pass_rate_from=first_tries", "filter.reject_pi_copies=true", "domain.decontaminate=true"],
+        [
+            "filter.frontier_pass_rate_from=first_tries",
+            "filter.reject_pi_copies=true",
+            "domain.decontaminate=true",
+            "retry.budget=until_pass",
+            "retry.shape=chain",
+        ],
     )
     assert explicit.config_hash() == base.config_hash()
 
