@@ -26,13 +26,11 @@ with the pinned torch; `pretrain.json` records their sha256.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +44,7 @@ from domains.arith import ArithDomain
 from domains.base import Problem, file_sha256, stable_hash
 from domains.pi import PI_TEMPLATES, PrivilegedInfo
 from experiments.config import TinyModelConfig
+from models.children import run_child
 from models.numerics import PINNED, reproducible_cpu_env
 from models.sampling.hf import HFSampler
 from storage.home import home_dir
@@ -285,20 +284,11 @@ def ensure_tiny_model(recipe: TinyModelConfig, home: Path | None = None) -> Path
 def _build_in_child(recipe: TinyModelConfig, out_dir: Path, partial: Path) -> None:
     """`pretrain` in a child process whose torch starts with the pinned CPU numerics (`models.numerics`),
     whatever this process's torch was started with: the same weights on any x86-64 machine. Its progress
-    lines are printed here as they come."""
-    env = {**os.environ, **reproducible_cpu_env()}
-    argv = [sys.executable, "-m", "models.tiny", recipe.model_dump_json(), str(out_dir), str(partial)]
-    repo = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        assert proc.stdout is not None
-        tail: collections.deque[str] = collections.deque(maxlen=20)
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            tail.append(line)
-        code = proc.wait()
+    lines are printed here as they come; it dies with this process (`models.children`)."""
+    args = ["-m", "models.tiny", recipe.model_dump_json(), str(out_dir), str(partial)]
+    code, tail = run_child(args, {**os.environ, **reproducible_cpu_env()}, lambda line: print(line, flush=True))
     if code != 0:
-        raise TinyModelError(f"the tiny model's build exited with status {code}:\n{''.join(tail)}")
+        raise TinyModelError(f"the tiny model's build exited with status {code}:\n{tail}")
 
 
 if __name__ == "__main__":  # the build's child process (`_build_in_child`)

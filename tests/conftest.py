@@ -2,7 +2,7 @@
 
 Everything is real: Prefect runs in ephemeral mode (a temporary local server,
 no network), DuckDB and parquet files live in tmp dirs, the tiny model is
-built and pretrained here once per session (about 2-3 minutes on 2 cores)
+built and pretrained here once per session (about 5 minutes on 2 idle cores)
 and shared through PIDISTILL_MODEL_CACHE.
 """
 

@@ -30,19 +30,16 @@ no orphan keeps a GPU.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TAIL_LINES = 60
+from models.children import run_child
 
 
 class TrainingProcessFailed(RuntimeError):
@@ -60,10 +57,7 @@ def launch(
         spec = spec_dir / "spec.pkl"
         # pickle, not JSON: configs, problems and rollouts go both ways between copies of this same code
         spec.write_bytes(pickle.dumps({"kind": kind, "payload": payload, "result": str(spec_dir / "result.pkl")}))
-        argv = [
-            sys.executable,
-            "-c",
-            _DIE_WITH_PARENT,
+        args = [
             "-m",
             "torch.distributed.run",
             "--standalone",
@@ -72,43 +66,17 @@ def launch(
             "tasks.train",  # whose __main__ is `run_rank` with the train task's entries and crash-test callbacks
             str(spec),
         ]
-        _run(argv, log)
+        code, tail = run_child(args, os.environ, lambda line: _log_line(log, line))
+        if code != 0:
+            raise TrainingProcessFailed(f"training processes exited with status {code}; their last output:\n{tail}")
         return pickle.loads((spec_dir / "result.pkl").read_bytes())
     finally:
         shutil.rmtree(spec_dir, ignore_errors=True)
 
 
-def _run(argv: list[str], log: logging.Logger | logging.LoggerAdapter) -> None:
-    """Run the launcher, its children's output streamed into `log`; raise with the output's tail on failure."""
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    repo = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    with subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        errors="replace",
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            if line:
-                log.info(f"[train] {line}")
-        code = proc.wait()
-    if code != 0:
-        shown = "\n".join(tail)
-        raise TrainingProcessFailed(f"training processes exited with status {code}; their last output:\n{shown}")
-
-
-# Runs first in the launcher's process: SIGTERM when the task's process dies (even by SIGKILL), then exec
-# the launcher (the signal survives exec). Not Popen's preexec_fn, which may deadlock in a threaded process.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # 1 = PR_SET_PDEATHSIG
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
-)
+def _log_line(log: logging.Logger | logging.LoggerAdapter, line: str) -> None:
+    if line:
+        log.info(f"[train] {line}")
 
 
 def rank() -> int:
