@@ -19,7 +19,8 @@ questions and every query of docs/sql.md, first as the runs' shards, then after 
   already in memory.
 
 Nothing is asserted; the target (issue 18) is < 0.2 s per query from a cold process at 1M attempts.
-Measured 2026-12-04 on the 2-CPU VM (load ~1; 999,360 attempts in 40 runs, 11,560 parquet files,
+Measured 2026-12-04 on the 2-CPU VM, before attempts had their provenance columns (token ids: about 1.5
+bytes a token more; not measured since) (load ~1; 999,360 attempts in 40 runs, 11,560 parquet files,
 349 MiB, written in 26 s; JSONL + pandas loads the rows in 24.4 s; median of 3 cold processes):
 
     before compaction            sql cold process  sql query  pandas 1st  pandas again
@@ -101,6 +102,7 @@ def attempts_table(run: str, arm: str, seed: int, rnd: int, phase: str, n: int, 
     accepted = passed if phase == "train" else np.zeros(n, dtype=bool)
     reasons = np.where(passed, None, np.where(rng.random(n) < 0.8, "failed", "duplicate"))
     now = datetime.now(UTC)
+    n_tokens = np.array([len(c) // 4 for c in completions], dtype=np.int32)
     cols = {
         "run_id": [run] * n,
         "arm": [arm] * n,
@@ -125,7 +127,7 @@ def attempts_table(run: str, arm: str, seed: int, rnd: int, phase: str, n: int, 
         "score": passed.astype(float),
         "feedback": np.where(passed, "", "expected 42"),
         "n_prompt_tokens": np.array([len(p) // 4 for p in prompts], dtype=np.int32),
-        "n_completion_tokens": np.array([len(c) // 4 for c in completions], dtype=np.int32),
+        "n_completion_tokens": n_tokens,
         "accepted": accepted if phase == "train" else [None] * n,
         "reject_reason": reasons if phase == "train" else [None] * n,
         "created_at": [now] * n,
@@ -133,8 +135,25 @@ def attempts_table(run: str, arm: str, seed: int, rnd: int, phase: str, n: int, 
         "flags": [None] * n,
         "copies_pi": [(False if lv else None) for lv in levels],
         "pi_overlap": [None] * n,
+        **provenance_columns(run, arm, seed, rnd, pick, n_tokens, rng),
     }
     return pa.table(cols, schema=TABLES["attempts"])
+
+
+def provenance_columns(run: str, arm: str, seed: int, rnd: int, pick, n_tokens: np.ndarray, rng) -> dict:
+    """Token ids as many as n_completion_tokens, Zipf-distributed over a 49k vocabulary like real text (zstd
+    keeps them at about 1.5 bytes a token), hashes, seeds, keys and one policy digest per round's model."""
+    n = len(n_tokens)
+    offsets = np.concatenate([[0], np.cumsum(n_tokens)]).astype(np.int32)
+    values = (rng.zipf(1.1, size=int(offsets[-1])) % 49_152).astype(np.int32)
+    return {
+        "prompt_token_sha": [f"{j:016x}" for j in pick],
+        "completion_token_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+        "completion_token_sha": [f"{x:016x}" for x in rng.integers(0, 2**63, size=n)],
+        "sampler_seed": rng.integers(0, 2**32, size=n),
+        "sample_key": [f"chunk {i // 64} prompt {i % 64 // 4} of 16 sample {i % 4} of 4" for i in range(n)],
+        "policy_digest": [f"{run}{arm}{seed}{rnd}"[:16]] * n,
+    }
 
 
 def run_row(run: str, now: datetime) -> dict:

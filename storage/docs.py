@@ -102,6 +102,20 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "OPSD rollouts).",
         "pi_overlap": "Share of the PI text's token 8-grams the completion repeats verbatim (case, spacing and "
         "prose punctuation ignored). NULL: no PI in its prompt, or a PI shorter than 8 tokens (a bare answer).",
+        # Provenance (models/sampling/base.py): NULL in runs written before these columns existed.
+        "prompt_token_sha": "The prompt's token ids as the sampler fed them, hashed: the first 16 hex digits of "
+        "sha256 over the ids joined with ':'. Re-tokenizing prompt (models.prompts.prompt_ids) must give it.",
+        "completion_token_ids": "The token ids the model generated, as sampled: n_completion_tokens of them, eos and "
+        "a stop string's tokens included (completion is their text, cut at the stop string). Re-score these.",
+        "completion_token_sha": "completion_token_ids hashed as prompt_token_sha: "
+        "left(sha256(array_to_string(completion_token_ids, ':')), 16).",
+        "sampler_seed": "The seed that determined the sample: vLLM, its prompt's request seed; HF, its chunk's (one "
+        "generate call over several prompts). Sampler.resample repeats that draw (docs/sql.md).",
+        "sample_key": "Its place in that seed's draw: 'request i sample d of n' (vLLM) | 'chunk c prompt j of P "
+        "sample d of n' (HF: the P prompts of the chunk are the attempts sharing sampler_seed in this stage).",
+        "policy_digest": "The weights sampled from (models/policy.py): a folder's weight files, sha256 (16 hex); "
+        "hf:<commit> for a hub id; <adapter's>+<base's> for a LoRA adapter. NULL: not known (OPSD rollouts: the "
+        "student mid-training).",
     },
     "sft_examples": {
         "prompt": "The prompt trained on: the original question without PI, rendered as the trained model is prompted.",

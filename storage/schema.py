@@ -28,8 +28,10 @@ import pyarrow as pa
 
 _TS = pa.timestamp("us", tz="UTC")
 
-# Row field types -> arrow types. A plain `int` is int64; `Int32` marks an int32 column.
+# Row field types -> arrow types. A plain `int` is int64; `Int32` marks an int32 column, `TokenIds` a
+# list<int32> one (held as a tuple: rows are frozen).
 Int32 = Annotated[int, pa.int32()]
+TokenIds = Annotated[tuple[int, ...], pa.list_(pa.int32())]
 _ARROW_OF = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: _TS}
 
 
@@ -110,6 +112,13 @@ class Attempt:
     # Whether the completion copies the PI of its own prompt (verify, domains.pi_copy); NULL without PI.
     copies_pi: bool | None = None
     pi_overlap: float | None = None  # share of the PI's token 8-grams the completion repeats verbatim
+    # Provenance (models.sampling.base): enough to re-score or re-sample this one attempt. NULL in older runs.
+    prompt_token_sha: str | None = None  # token_sha of the prompt's ids as the sampler fed them
+    completion_token_ids: TokenIds | None = None  # the generated ids (eos, stop string included)
+    completion_token_sha: str | None = None  # token_sha of completion_token_ids
+    sampler_seed: int | None = None  # the seed that determined it (vLLM: the request's; HF: the chunk's)
+    sample_key: str | None = None  # its place in that draw: "request i sample d of n" | "chunk c prompt j of P ..."
+    policy_digest: str | None = None  # the weights sampled from (models.policy); NULL: not known (OPSD student)
 
     def with_verdict(self, verdict: VerdictLike) -> Attempt:
         return replace(
@@ -131,6 +140,12 @@ class Attempt:
 
     def to_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: list[Any]) -> None:
+        """Unpickle (stage checkpoints, tasks.resume), also an attempt pickled before the later columns existed:
+        a run resumed under newer code reads them as their defaults, NULL, as parquet readers do."""
+        for i, f in enumerate(fields(self)):
+            object.__setattr__(self, f.name, state[i] if i < len(state) else f.default)
 
 
 _KEY = [

@@ -28,7 +28,7 @@ from tasks.keys import RoundKey, attempt_id, derive_seed
 from tasks.metering import count_tokens, metered
 from tasks.resume import resumable
 from tasks.runs import resolve_model
-from tasks.sample import draw, first_requests, make_sampler, stop_for, style_of
+from tasks.sample import draw, draw_settings, first_requests, make_sampler, style_of
 from tasks.shards import stage_threads
 from tasks.verify import verify_rows
 
@@ -66,7 +66,7 @@ def evaluation_rows(key: RoundKey, attempts: list[Attempt]) -> list[dict]:
 )
 def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> float:
     """Evaluate `model_ref`, write its rows under every key; returns pass@1."""
-    e, key = cfg.eval, keys[0]
+    key = keys[0]
     with metered(keys, "evaluate", 0, model_ref) as m, stage_threads(cfg.scale):
         problems = eval_problems(cfg)
         sampler = make_sampler(cfg, model_ref)
@@ -78,11 +78,7 @@ def evaluate(cfg: ExperimentConfig, keys: list[RoundKey], model_ref: str) -> flo
             first_requests(cfg, problems),
             phase="eval",
             seed=derive_seed(key.seed, key.round, "eval"),
-            n=e.n,
-            temperature=e.temperature,
-            top_p=cfg.sampling.top_p,
-            max_new_tokens=e.max_new_tokens or cfg.sampling.max_new_tokens,
-            stop=stop_for(cfg, style),
+            settings=draw_settings(cfg, "eval", key.round, 0, style),
         )
         count_tokens(m, rows)
         rows = verify_rows(cfg, {p.problem_id: p for p in problems}, rows, m, rewards=False)

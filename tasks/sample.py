@@ -13,13 +13,18 @@ text exactly as the model saw it: for a chat model, the rendered template with i
 First tries draw `sampling.n` samples per prompt, follow-ups one (with `retry.shape: fan`, K: the K
 try-agains of one failed first try, `sample_idx` 0..K-1). Temperatures:
 `retry.temperature` for follow-ups when set, else the round's entry of
-`sampling.temperature_schedule`, else `sampling.temperature`.
+`sampling.temperature_schedule`, else `sampling.temperature`. `draw_settings` says it for
+every phase, so the stages and a re-sample of one attempt (`tasks.resample`) agree.
+
+Every attempt carries its provenance (models.sampling.base): the prompt's token sha, the
+completion's token ids and sha, the sampler seed and the sample's place in that draw, and
+the digest of the weights sampled from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -30,7 +35,8 @@ from domains.base import Message
 from domains.pi import diagnosis_messages, diagnosis_prompt, first_messages
 from experiments.config import ExperimentConfig
 from models.prompts import PromptStyle, prompt_style, render
-from models.sampling import Sampler, get_sampler
+from models.sampling import Completion, Sampler, get_sampler
+from models.sampling.base import token_sha
 from storage.schema import Attempt
 from tasks.domain import domain_of
 from tasks.failures import retry_on_infrastructure
@@ -87,6 +93,50 @@ def temperature_for(cfg: ExperimentConfig, round: int, attempt_idx: int) -> floa
     return schedule[min(round, len(schedule)) - 1] if schedule else cfg.sampling.temperature
 
 
+@dataclass(frozen=True)
+class DrawSettings:
+    """How a stage samples: what `Sampler.generate` takes besides the prompts and the seed."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+
+def draw_settings(cfg: ExperimentConfig, phase: str, round: int, attempt_idx: int, style: PromptStyle) -> DrawSettings:
+    """The sampling settings of a phase's draw at a round and retry level: train (first tries: sampling.n
+    each; follow-ups: `samples_per_request`), diagnosis, eval. OPSD rollouts are drawn inside training (train.opsd)."""
+    s = cfg.sampling
+    if phase == "eval":
+        e = cfg.eval
+        return DrawSettings(e.n, e.temperature, s.top_p, e.max_new_tokens or s.max_new_tokens, stop_for(cfg, style))
+    temperature = temperature_for(cfg, round, attempt_idx)
+    if phase == "diagnosis":  # a chat model's diagnosis is its whole turn
+        stop = () if style.chat else ("\n\n",)
+        return DrawSettings(1, temperature, s.top_p, cfg.retry.diagnosis_max_new_tokens, stop)
+    if phase == "train":
+        return DrawSettings(
+            samples_per_request(cfg, attempt_idx), temperature, s.top_p, s.max_new_tokens, stop_for(cfg, style)
+        )
+    raise ValueError(f"phase {phase!r} is not drawn by a sampling stage (train, diagnosis, eval)")
+
+
+def provenance(c: Completion, policy_digest: str | None) -> dict:
+    """An attempt's provenance columns: from its completion (NULL where the completion has none) and the
+    sampler's `policy_digest`."""
+    if c.sampler_seed is None:
+        return {"policy_digest": policy_digest}
+    return {
+        "prompt_token_sha": c.prompt_token_sha,
+        "completion_token_ids": c.token_ids,
+        "completion_token_sha": token_sha(c.token_ids),
+        "sampler_seed": c.sampler_seed,
+        "sample_key": c.sample_key,
+        "policy_digest": policy_digest,
+    }
+
+
 def draw(
     sampler: Sampler,
     style: PromptStyle,
@@ -95,24 +145,12 @@ def draw(
     *,
     phase: str,
     seed: int,
-    n: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    stop: tuple[str, ...],
+    settings: DrawSettings,
 ) -> list[Attempt]:
-    """Sample `n` completions per request, each prompt rendered in `style`; returns attempts (verdict and
-    decision still empty) whose `prompt` is the text the model saw."""
+    """Sample `settings.n` completions per request, each prompt rendered in `style`; returns attempts
+    (verdict and decision still empty) whose `prompt` is the text the model saw."""
     prompts = [render(sampler.tokenizer, style, r.prompt, r.messages) for r in requests]
-    outs = sampler.generate(
-        prompts,
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        stop=stop,
-        seed=seed,
-    )
+    outs = sampler.generate(prompts, seed=seed, **asdict(settings))
     fault_point("sample")  # crash tests: killed mid-stage, after sampling, before anything is saved
     rows, created = [], now()
     for req, prompt, completions in zip(requests, prompts, outs):
@@ -130,7 +168,7 @@ def draw(
                     parent_id=req.parent_id,
                     model_ref=sampler.model_ref,
                     sampler=sampler.name,
-                    temperature=float(temperature),
+                    temperature=float(settings.temperature),
                     pi_kind=req.pi.kind if req.pi else None,
                     pi_text=req.pi.text if req.pi else None,
                     prompt=prompt,
@@ -138,6 +176,7 @@ def draw(
                     n_prompt_tokens=c.n_prompt_tokens,
                     n_completion_tokens=c.n_completion_tokens,
                     created_at=created,
+                    **provenance(c, sampler.policy_digest),
                 )
             )
     return rows
@@ -168,11 +207,7 @@ def sample(
             # The seed leaves out run_id and arm: same config + seed => same completions,
             # and arms that share a model at a round share random numbers (a paired design).
             seed=derive_seed(key.seed, key.round, "train", level, *of_shard),
-            n=samples_per_request(cfg, level),
-            temperature=temperature_for(cfg, key.round, level),
-            top_p=cfg.sampling.top_p,
-            max_new_tokens=cfg.sampling.max_new_tokens,
-            stop=stop_for(cfg, style),
+            settings=draw_settings(cfg, "train", key.round, level, style),
         )
         count_tokens(m, rows)
     return rows
@@ -214,11 +249,7 @@ def diagnose(
             requests,
             phase="diagnosis",
             seed=derive_seed(key.seed, key.round, "diagnosis", attempt_idx),
-            n=1,
-            temperature=temperature_for(cfg, key.round, attempt_idx),
-            top_p=cfg.sampling.top_p,
-            max_new_tokens=cfg.retry.diagnosis_max_new_tokens,
-            stop=() if style.chat else ("\n\n",),  # a chat model's diagnosis is its whole turn
+            settings=draw_settings(cfg, "diagnosis", key.round, attempt_idx, style),
         )
         count_tokens(m, rows)
     key.write("attempts", f"diagnosis-{attempt_idx}", rows)  # no verdict, no decision

@@ -149,6 +149,7 @@ def _sft(**kwargs):
 
 
 def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[Problem]):
+    from tasks.sample import provenance
     from tasks.verify import verify_rows
 
     opsd: dict[str, Any] = {
@@ -176,8 +177,12 @@ def _opsd(cfg: ExperimentConfig, key: RoundKey, model_ref: str, problems: list[P
             teacher_prompt=r.teacher_prompt,
             completion=r.completion,
             n_prompt_tokens=r.n_prompt_tokens,
-            n_completion_tokens=len(r.completion_ids),
+            # tokens sampled, as every attempt counts them (the loss scores completion_ids: the text + eos)
+            n_completion_tokens=r.sampled.n_completion_tokens if r.sampled else len(r.completion_ids),
             created_at=created,
+            # The student's sampling, as any attempt's; no policy_digest: its weights at this step are not
+            # saved (model_ref names the step), so a rollout can be re-scored but not re-sampled.
+            **(provenance(r.sampled, None) if r.sampled else {}),
         )
         for step, created, step_rollouts in rollouts
         for i, r in enumerate(step_rollouts)

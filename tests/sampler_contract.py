@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from domains import get_domain
+from models.policy import policy_digest
 from models.prompts import prompt_ids
-from models.sampling.base import Sampler
+from models.sampling.base import Completion, Sampler, cut_at_stop, token_sha
+from tasks.resample import parse_sample_key
 
 
 def arith_prompts(n: int) -> list[str]:
@@ -91,6 +93,60 @@ def check_stop_strings_are_cut(sampler: Sampler) -> None:
             assert 0 < c.n_completion_tokens <= f.n_completion_tokens
 
 
+def check_token_ids_are_the_completion(sampler: Sampler) -> None:
+    """Provenance: a completion's token ids are what was generated: n_completion_tokens of them, decoding to
+    its text before the stop string is cut; the prompt's sha is of the ids `prompt_ids` gives; every sample
+    has its seed and key, and the sampler the digest of the weights it loaded."""
+    prompts = arith_prompts(8)
+    tok = sampler.tokenizer
+    stop = ("=",)  # cuts mid-answer: stop-string tokens are generated and counted, cut from the text
+    for kw in (dict(n=3, temperature=1.0, seed=5), dict(n=2, temperature=0.0), dict(n=1, temperature=1.0)):
+        out = sampler.generate(prompts, max_new_tokens=24, stop=stop, **kw)
+        draws = 1 if kw["temperature"] == 0 else kw["n"]  # greedy: one draw, n copies
+        for prompt, group in zip(prompts, out):
+            for c in group:
+                assert len(c.token_ids) == c.n_completion_tokens > 0
+                assert cut_at_stop(tok.decode(list(c.token_ids), skip_special_tokens=True), stop)[0] == c.text
+                assert c.prompt_token_sha == token_sha(prompt_ids(tok, prompt))
+                assert c.sampler_seed is not None and parse_sample_key(str(c.sample_key))[3] == draws
+    [[c]] = sampler.generate(prompts[:1], temperature=0.0, max_new_tokens=2)
+    assert c.finish_reason == "length" and len(c.token_ids) == 2
+    assert sampler.policy_digest is not None and sampler.policy_digest == policy_digest(sampler.model_ref)
+
+
+def _same(a: Completion, b: Completion) -> bool:
+    """The same sample: text, token ids, counts, finish reason and prompt."""
+    fields = ("text", "token_ids", "n_completion_tokens", "finish_reason", "prompt_token_sha")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def _draw_of(out: list[list[Completion]], target: Completion) -> list[tuple[int, Completion]]:
+    """(prompt index, completion) of every completion that shares `target`'s seed: its draw."""
+    return [(i, c) for i, group in enumerate(out) for c in group if c.sampler_seed == target.sampler_seed]
+
+
+def check_resample_reproduces_an_attempt(sampler: Sampler) -> None:
+    """Re-sampling an attempt from its recorded seed and key gives it again, token for token. vLLM: its one
+    prompt alone, whatever else the call held. HF: its chunk, run again, gives every sample of the chunk."""
+    prompts = arith_prompts(10)
+    kw = dict(n=3, temperature=1.0, max_new_tokens=40, stop=("\n",))
+    out = sampler.generate(prompts, seed=21, **kw)
+    target = out[7][2]
+    draw = _draw_of(out, target)
+    j, n_prompts, d, n = parse_sample_key(target.sample_key)
+    assert n == 3 and len(draw) == n_prompts * n
+    chunk = {parse_sample_key(c.sample_key)[0]: prompts[i] for i, c in draw}
+    if sampler.name == "vllm":  # a request is seeded alone: the draw is one prompt
+        assert n_prompts == 1 and chunk == {0: prompts[7]}
+    again = sampler.resample([chunk[k] for k in range(n_prompts)], target.sampler_seed, **kw)
+    assert _same(again[j][d], target) and again[j][d].sampler_seed == target.sampler_seed
+    for _, c in draw:  # the rest of the draw too
+        k, _, e, _ = parse_sample_key(c.sample_key)
+        assert _same(again[k][e], c)
+    other = sampler.resample([chunk[k] for k in range(n_prompts)], target.sampler_seed + 1000, **kw)
+    assert [[c.token_ids for c in g] for g in other] != [[c.token_ids for c in g] for g in again]
+
+
 ALL_CHECKS = [
     check_shapes_and_fields,
     check_reproducible_per_seed,
@@ -99,6 +155,8 @@ ALL_CHECKS = [
     check_greedy_independent_of_batch,
     check_length_limit,
     check_stop_strings_are_cut,
+    check_token_ids_are_the_completion,
+    check_resample_reproduces_an_attempt,
 ]
 
 

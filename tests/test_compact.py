@@ -71,6 +71,8 @@ def write_run_like_a_flow(home: Path, run_id: str, status: str = "completed", ar
                             attempt_idx=level,
                             passed=bool((i + level) % 3 == 0),
                             completion=f"answer {i} at level {level}",
+                            completion_token_ids=(i, level, 2),
+                            sampler_seed=level,
                         )
                         for i in range(30 - 10 * level)
                     ]
@@ -190,7 +192,8 @@ def test_a_compacted_run_takes_no_more_shards_and_cannot_be_resumed(pidistill_ho
 def test_old_shards_without_a_new_column_compact_with_nulls_there(pidistill_home: Path):
     write_run_like_a_flow(pidistill_home, "r1", arms=("a",), seeds=(0,))
     old = shard_path(pidistill_home, "r1", "attempts", "a", 0, 1, "sample-0")
-    pq.write_table(pq.read_table(old).drop_columns(["flags", "fail_reason"]), old)  # as older code wrote it
+    later = ["flags", "fail_reason", "prompt_token_sha", "completion_token_ids", "sampler_seed", "policy_digest"]
+    pq.write_table(pq.read_table(old).drop_columns(later), old)  # as older code wrote it
     before = snapshot(pidistill_home)
     compact_completed("r1")
     assert snapshot(pidistill_home) == before

@@ -308,6 +308,42 @@ def test_report_files_render_and_artifacts_are_published(home, tmp_path):
     assert png.stat().st_size > 50_000  # a page with tables and a plot, not a blank one
 
 
+def test_every_sampled_attempt_carries_its_provenance_and_resamples_exactly(home):
+    """Provenance (issue: re-score or re-sample one attempt): every attempt has whole token ids, their hash,
+    its seed and key and the weights' digest; a trained round's weights differ from the base's, an untrained
+    arm's do not; a first try, a retry and an evaluation sample drawn again from their rows are the same."""
+    from models.sampling import release_samplers
+    from tasks.resample import resample_attempt
+
+    df = query("""select phase, count(*) n,
+                         count(*) filter (where len(completion_token_ids) = n_completion_tokens) ids,
+                         count(*) filter (where completion_token_sha
+                                          = left(sha256(array_to_string(completion_token_ids, ':')), 16)) sha,
+                         count(prompt_token_sha) prompts, count(sampler_seed) seeds, count(sample_key) keys,
+                         count(policy_digest) digests
+                  from attempts where run_id = 'small-a' group by phase""")
+    assert set(df.phase) == {"train", "eval"}
+    for r in df.itertuples():
+        assert r.n == r.ids == r.sha == r.prompts == r.seeds == r.keys == r.digests, r
+    digest = query("""select arm, round, any_value(policy_digest) d, count(distinct policy_digest) k
+                      from attempts where run_id = 'small-a' and phase = 'eval' and seed = 0 group by all""")
+    d = {(r.arm, r.round): r.d for r in digest.itertuples()}
+    assert (digest.k == 1).all()
+    assert d["no-train", 1] == d["no-train", 0] == d["rft", 0] != d["rft", 1]
+    picks = query("""select (select min(attempt_id) from attempts where run_id = 'small-a' and phase = 'train'
+                             and attempt_idx = 0) first_try,
+                            (select min(attempt_id) from attempts where run_id = 'small-a' and phase = 'train'
+                             and attempt_idx = 1) retry,
+                            (select min(attempt_id) from attempts where run_id = 'small-a' and phase = 'eval'
+                             and arm = 'rft' and round = 1) evaluation""").iloc[0]
+    try:
+        for attempt_id in picks:
+            row, again = resample_attempt(attempt_id)
+            assert again.token_ids == tuple(row["completion_token_ids"]) and again.text == row["completion"]
+    finally:
+        release_samplers()
+
+
 def test_every_query_of_the_sql_cookbook_runs_on_a_real_run(home):
     """docs/sql.md cannot rot: each ```sql block runs against the small experiment's catalog (issue 18),
     its placeholders filled with that run's id and config hash, and the per-run questions have rows."""

@@ -88,6 +88,29 @@ def test_sampling_is_reproducible_per_seed_across_chunks(sampler: HFSampler):
     assert text(a) != text(c)
 
 
+def test_an_attempt_in_a_later_chunk_is_resampled_by_running_its_chunk_again(sampler: HFSampler):
+    """Provenance across chunks: each chunk has its own seed and keys; the attempts sharing a seed are one
+    chunk's prompts, and `resample` of them (in key order) repeats that chunk exactly."""
+    from tasks.resample import parse_sample_key
+
+    prompts = _prompts(20)
+    kw = dict(n=2, temperature=1.0, max_new_tokens=40, stop=("\n",))
+    out = sampler.generate(prompts, seed=4, **kw)
+    seeds = {c.sampler_seed for g in out for c in g}
+    assert len(seeds) == 3  # 20 prompts, 8 a chunk
+    target = max((c for g in out for c in g), key=lambda c: c.sample_key)  # "chunk 2 ..."
+    mates = {
+        parse_sample_key(c.sample_key)[0]: p
+        for p, g in zip(prompts, out)
+        for c in g
+        if c.sampler_seed == target.sampler_seed
+    }
+    j, n_prompts, d, n = parse_sample_key(target.sample_key)
+    assert target.sample_key.startswith("chunk 2 ") and sorted(mates) == list(range(n_prompts)) and n == 2
+    again = sampler.resample([mates[k] for k in range(n_prompts)], target.sampler_seed, **kw)
+    assert (again[j][d].text, again[j][d].token_ids) == (target.text, target.token_ids)
+
+
 def test_batching_does_not_change_greedy_results(tiny_model: Path):
     prompts = _prompts(12)
     small = HFSampler(str(tiny_model), device="cpu", batch_size=3).generate(prompts, temperature=0.0, max_new_tokens=40)

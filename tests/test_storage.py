@@ -105,8 +105,16 @@ ATTEMPTS_AS_DECLARED = pa.schema(
         ("flags", pa.string()),  # added after fail_reason, for the same reason
         ("copies_pi", pa.bool_()),  # added after flags (the PI-copy audit), for the same reason
         ("pi_overlap", pa.float64()),
+        # provenance (models.sampling.base), added after flags
+        ("prompt_token_sha", pa.string()),
+        ("completion_token_ids", pa.list_(pa.int32())),
+        ("completion_token_sha", pa.string()),
+        ("sampler_seed", pa.int64()),
+        ("sample_key", pa.string()),
+        ("policy_digest", pa.string()),
     ]
 )
+PROVENANCE = ATTEMPTS_AS_DECLARED.names[-6:]
 
 
 def test_attempts_schema_derived_from_attempt_is_the_declared_one():
@@ -148,6 +156,10 @@ def test_attempts_write_as_their_rows_and_pickle_whole(pidistill_home: Path):
     ]
     # stage return values are pickled to checkpoints (tasks.resume)
     assert pickle.loads(pickle.dumps(attempts, protocol=pickle.HIGHEST_PROTOCOL)) == attempts
+    # a checkpoint pickled before the provenance columns: a resumed run reads them as NULL
+    older = Attempt.__new__(Attempt)
+    older.__setstate__(attempts[0].__getstate__()[: -len(PROVENANCE)])  # type: ignore[attr-defined]
+    assert older == attempts[0] and older.to_row()["completion_token_ids"] is None
     with pytest.raises(ValueError, match="do not fit"):
         write_rows(pidistill_home / "x.parquet", attempts, "sft_examples")
 
@@ -330,3 +342,82 @@ def test_a_file_rewritten_in_place_is_never_read_half_old_half_new(pidistill_hom
         stop.set()
         reader.join()
     assert errors == [] and answers[0] > 10, (answers, errors[:3])
+
+
+def _with_provenance(attempt_id: str, ids: tuple[int, ...], seed: int = 4_000_000_000, **fields) -> Attempt:
+    from models.sampling.base import token_sha
+
+    return make_attempt(
+        attempt_id=attempt_id,
+        n_completion_tokens=len(ids),
+        prompt_token_sha=token_sha([1, 2, 3]),
+        completion_token_ids=ids,
+        completion_token_sha=token_sha(ids),
+        sampler_seed=seed,  # an HF chunk seed is 32 bits unsigned: BIGINT
+        sample_key="chunk 0 prompt 1 of 2 sample 0 of 1",
+        policy_digest="0123456789abcdef",
+        **fields,
+    )
+
+
+def test_provenance_columns_round_trip_through_parquet_and_sql(pidistill_home: Path):
+    rows = [_with_provenance("p-0", (17, 4, 0, 2)), _with_provenance("p-1", ())]
+    path = write_rows(shard_path(pidistill_home, "r", "attempts", "a", 0, 1, "train"), rows, "attempts")
+    back = pq.read_table(path)
+    assert back.schema.equals(ATTEMPTS_AS_DECLARED)
+    assert back.column("completion_token_ids").to_pylist() == [[17, 4, 0, 2], []]
+    df = query(
+        "select attempt_id, len(completion_token_ids) n, sampler_seed, typeof(completion_token_ids) t, "
+        "completion_token_sha = left(sha256(array_to_string(completion_token_ids, ':')), 16) sha_ok "
+        "from attempts order by 1"
+    )
+    assert df.values.tolist() == [
+        ["p-0", 4, 4_000_000_000, "INTEGER[]", True],
+        ["p-1", 0, 4_000_000_000, "INTEGER[]", True],
+    ]
+
+
+def test_attempts_of_older_runs_read_provenance_as_null(pidistill_home: Path):
+    """A run written before the provenance columns (its parquet lacks them) reads NULL there, beside a new one;
+    list functions on the missing list column give NULL, not an error."""
+    old = pa.Table.from_pylist([make_attempt(run_id="old", attempt_id="old-0").to_row()], schema=ATTEMPTS).drop_columns(
+        PROVENANCE
+    )
+    writer.write_parquet(shard_path(pidistill_home, "old", "attempts", "a", 0, 1, "train"), old)
+    write_rows(
+        shard_path(pidistill_home, "new", "attempts", "a", 0, 1, "train"),
+        [_with_provenance("new-0", (5,), run_id="new")],
+        "attempts",
+    )
+    df = query("select run_id, sampler_seed, policy_digest, len(completion_token_ids) n from attempts order by run_id")
+    assert df.run_id.tolist() == ["new", "old"]
+    assert df.sampler_seed.tolist()[0] == 4_000_000_000 and df.n.tolist()[0] == 1
+    assert df.iloc[1][["sampler_seed", "policy_digest", "n"]].isna().all()
+
+
+def _md_tables(md: str) -> dict[str, list[tuple[str, str, str]]]:
+    """docs/schema.md: each `### `name`` section's column rows as (column, type, meaning)."""
+    import re
+
+    parts = re.split(r"^### `(\w+)`\n", md, flags=re.M)
+    return {
+        name: [
+            (c, t, m.replace("\\|", "|")) for c, t, m in re.findall(r"^\| `(\w+)` \| ([^|]+?) \| (.*) \|$", body, re.M)
+        ]
+        for name, body in zip(parts[1::2], parts[2::2])
+    }
+
+
+def test_schema_md_lists_every_column_as_the_catalog_describes_it(pidistill_home: Path):
+    """docs/schema.md's tables are the catalog's columns, types and comments (storage/docs.py), in order:
+    regenerate its rows with the query at its top after a schema change."""
+    from storage.catalog import VIEWS
+
+    md = _md_tables((Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text())
+    cols = query(
+        "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
+        "WHERE NOT internal AND table_name <> '_catalog'"
+    )
+    assert set(md) == set(TABLES) | set(VIEWS)
+    for name, group in cols.groupby("table_name"):
+        assert md[name] == list(zip(group.column_name, group.data_type, group.comment)), name

@@ -12,7 +12,12 @@ Same contract as `hf.HFSampler` (see `base`):
   prompt index): its n samples do not depend on which other prompts share the
   call or how vLLM schedules them; `temperature == 0` is greedy (one draw, n copies);
 - token counts: the prompt's tokens, and every generated token (eos and the
-  tokens of a stop string included); stop strings are cut off the text.
+  tokens of a stop string included); stop strings are cut off the text;
+- provenance: a completion records vLLM's token ids, its request seed
+  (`sampler_seed`) and "request i sample d of n" (`sample_key`);
+  `resample([prompt], sampler_seed, n=n)` draws that prompt's samples again
+  (`base`). vLLM seeds sample d of a request with seed + d (one child request
+  each).
 
 A PEFT LoRA adapter folder (`adapter_config.json`) loads its base model
 (`base_model_name_or_path`) with `enable_lora=True` and samples through a
@@ -49,8 +54,9 @@ from typing import Any
 import torch
 
 from models.loading import adapter_base, resolve_dtype
+from models.policy import policy_digest
 from models.prompts import prompt_ids
-from models.sampling.base import Completion, cut_at_stop
+from models.sampling.base import Completion, cut_at_stop, token_sha
 from storage.ids import hash_int
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,7 @@ class VLLMSampler:
         self.device = "cuda" if on_gpu else "cpu"
         self.batch_size = batch_size
         self.model_ref = model_ref
+        self.policy_digest: str | None = None  # set once the engine has the weights (a hub id: downloaded)
         self.base_ref = adapter_base(model_ref) or model_ref
         options: dict[str, Any] = {"dtype": str(resolve_dtype(dtype, self.device)).removeprefix("torch."), "seed": 0}
         if not on_gpu:
@@ -112,6 +119,7 @@ class VLLMSampler:
         self.tokenizer = self.llm.get_tokenizer()
         if self.base_ref != model_ref:
             self._lora = self._lora_request(model_ref)
+        self.policy_digest = policy_digest(model_ref)
 
     @staticmethod
     def _lora_request(model_ref: str):
@@ -135,6 +143,7 @@ class VLLMSampler:
         else:
             self._lora = self._lora_request(model_ref)
         self.model_ref = model_ref
+        self.policy_digest = policy_digest(model_ref)
         return True
 
     def generate(
@@ -148,6 +157,25 @@ class VLLMSampler:
         stop: Sequence[str] = (),
         seed: int = 0,
     ) -> list[list[Completion]]:
+        seeds = [_request_seed(seed, i) for i in range(len(prompts))]
+        return self._generate(prompts, seeds, n, temperature, top_p, max_new_tokens, stop)
+
+    def resample(
+        self,
+        prompts: Sequence[str],
+        sampler_seed: int,
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+    ) -> list[list[Completion]]:
+        """Each prompt's n samples under the request seed `sampler_seed` (an attempt's): what that request
+        drew, whatever other prompts shared its call. Keys read "request 0 ...": the index is this call's."""
+        return self._generate(prompts, [sampler_seed] * len(prompts), n, temperature, top_p, max_new_tokens, stop)
+
+    def _generate(self, prompts, seeds, n, temperature, top_p, max_new_tokens, stop) -> list[list[Completion]]:
         if self.llm is None:
             raise RuntimeError("VLLMSampler.generate after close()")
         if not prompts:
@@ -165,26 +193,31 @@ class VLLMSampler:
                 top_p=1.0 if greedy else top_p,
                 max_tokens=max_new_tokens,
                 stop=list(stop) or None,
-                seed=_request_seed(seed, i),
+                seed=s,
             )
-            for i in range(len(prompts))
+            for s in seeds
         ]
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p) for p in ids], params, lora_request=self._lora, use_tqdm=False
         )
         result = []
-        for given, out in zip(ids, outputs):
-            group = [self._completion(c, len(given), stop) for c in out.outputs]
+        for i, (given, out, s) in enumerate(zip(ids, outputs, seeds)):
+            sha = token_sha(given)
+            group = [  # c.index: which of the request's n child requests (seeded s + index) drew it
+                self._completion(c, len(given), stop, sha, s, f"request {i} sample {c.index} of {draws}")
+                for c in out.outputs
+            ]
             result.append(group * n if greedy else group)
         return result
 
     @staticmethod
-    def _completion(c, n_prompt_tokens: int, stop: Sequence[str]) -> Completion:
+    def _completion(c, n_prompt_tokens: int, stop: Sequence[str], prompt_sha: str, seed: int, key: str) -> Completion:
         # vLLM already cuts stop strings off `text` (token_ids keep them: compute spent) and
         # ends rows at eos (kept in token_ids, as the HF backend counts it).
         text, stopped = cut_at_stop(c.text, stop)
         reason = "length" if c.finish_reason == "length" and not stopped else "stop"
-        return Completion(text, n_prompt_tokens, len(c.token_ids), reason)
+        ids = tuple(c.token_ids)
+        return Completion(text, n_prompt_tokens, len(ids), reason, ids, prompt_sha, seed, key)
 
     def close(self) -> None:
         """Shut the engine down and give its memory back (see the module docstring)."""

@@ -41,6 +41,7 @@ from domains.thinking import check_answers
 from experiments.config import OPSDConfig, TrainConfig
 from models.loading import autocast, load_model, load_tokenizer, resolve_device
 from models.prompts import PromptStyle, prompt_ids, prompt_style, render
+from models.sampling.base import Completion
 from models.sampling.hf import HFSampler
 from models.training.distributed import rank, world_size
 from models.training.sft import TrainResult, lora_config
@@ -58,8 +59,9 @@ class Rollout:
     pi_kind: str
     pi_text: str
     completion: str
-    completion_ids: list[int]
+    completion_ids: list[int]  # what the loss scores: the completion's text tokenized, then eos
     n_prompt_tokens: int
+    sampled: Completion | None = None  # the student's completion as sampled (its token ids, seed: provenance)
 
 
 def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, cfg: OPSDConfig) -> torch.Tensor:
@@ -158,7 +160,7 @@ def rollouts_for(
         )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         teacher = render(tokenizer, style, domain.prompt(p, pi), first_messages(domain, p, pi))
-        rollouts.append(Rollout(p, prompt, teacher, pi.kind, pi.text, text, ids, o[0].n_prompt_tokens))
+        rollouts.append(Rollout(p, prompt, teacher, pi.kind, pi.text, text, ids, o[0].n_prompt_tokens, o[0]))
     return rollouts
 
 

@@ -17,6 +17,7 @@ import psutil
 import sampler_contract as contract
 
 from models.loading import load_tokenizer
+from models.policy import policy_digest
 from models.sampling import get_sampler, release_samplers
 from models.sampling.hf import HFSampler
 from models.sampling.vllm import VLLMSampler
@@ -98,15 +99,19 @@ def test_lora_adapters_go_through_one_engine(tiny_model: Path, adapters, sampler
         engine_pids = _children() - before
         assert isinstance(s, VLLMSampler) and s.base_ref == str(tiny_model) and s.model_ref == str(first)
         assert engine_pids, "the engine core runs in child processes"
+        base_digest = policy_digest(str(tiny_model))
+        assert s.policy_digest == f"{policy_digest(str(first)).split('+')[0]}+{base_digest}"
         tuned = contract.texts(s.generate(prompts, **kw))
         assert tuned != base
         merged = contract.texts(HFSampler(str(first), batch_size=64, **DEV).generate(prompts, **kw))
         assert sum(x == y for x, y in zip(tuned, merged)) >= 8  # HF merges the same adapter in
 
         assert get_sampler("vllm", str(second), **DEV) is s and s.model_ref == str(second)
+        assert s.policy_digest == policy_digest(str(second)) != policy_digest(str(first))  # switched with it
         other = contract.texts(s.generate(prompts, **kw))
         assert other != tuned and other != base
         assert get_sampler("vllm", str(tiny_model), **DEV) is s  # the base itself: no adapter
+        assert s.policy_digest == base_digest
         assert contract.texts(s.generate(prompts, **kw)) == base
         sampled = dict(n=2, temperature=1.0, max_new_tokens=30, stop=("\n",), seed=5)
         assert contract.texts(s.generate(prompts, **sampled)) == contract.texts(sampler.generate(prompts, **sampled))
