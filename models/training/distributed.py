@@ -34,6 +34,7 @@ import logging
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -99,3 +100,8 @@ def run_rank(spec_path: str, entries: dict[str, Callable[..., Any]]) -> None:
     result = entries[spec["kind"]](**spec["payload"])
     if rank() == 0:
         Path(spec["result"]).write_bytes(pickle.dumps(result))
+    # End without tearing anything down: a process group's destructor can deadlock against its own worker
+    # threads (models/training/opsd.py, _KEPT); the result is written, and torchrun only needs the exit status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -232,8 +232,8 @@ def train_opsd(
         with folder_atomic(checkpoint) as work:
             saved.save_pretrained(work)
             tokenizer.save_pretrained(work)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    if world > 1:  # never torn down here: the rank's process ends with os._exit (distributed.run_rank)
+        _KEPT.append(trained)
     return TrainResult(
         str(checkpoint),
         steps * min(o.batch_size, len(problems)),
@@ -242,6 +242,12 @@ def train_opsd(
         round(time.time() - started, 3),
         tuple(losses),
     )
+
+
+# The DDP student of a training process, kept alive until the process ends. Freeing it tears down gloo's process
+# group, whose destructor joins its worker threads while holding the GIL, and a worker still releasing a finished
+# all-reduce's tensors waits for the GIL: a deadlock (seen in about 1 of 3 two-process runs).
+_KEPT: list = []
 
 
 def _data_parallel(student, device: str):
