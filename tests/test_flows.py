@@ -103,13 +103,13 @@ def test_verify_says_whether_a_retry_copies_its_pi_and_leaves_attempts_without_p
     """copies_pi and pi_overlap through the real flow: measured for every retry shown PI (here its own previous
     attempt: never a copy), NULL for first tries, the double-sample control's second tries and evaluation."""
     df = query("""select arm, phase, attempt_idx > 0 as follow_up, count(*) n, count(copies_pi) measured,
-                         count(*) filter (where copies_pi) copies, count(pi_overlap) overlaps
+                         count(*) filter (where copies_pi) copies, count(pi_overlap) n_overlaps
                   from attempts where run_id = 'small-a' group by all order by all""")
     shown_pi = df[(df.arm == "retry") & df.follow_up]
     assert len(shown_pi) == 1 and (shown_pi.measured == shown_pi.n).all() and (shown_pi.copies == 0).all()
-    assert shown_pi.overlaps.iloc[0] > 0  # a failed attempt long enough to have 8-grams
+    assert shown_pi.n_overlaps.iloc[0] > 0  # a failed attempt long enough to have 8-grams
     rest = df.drop(shown_pi.index)
-    assert (rest.measured == 0).all() and (rest.overlaps == 0).all()
+    assert (rest.measured == 0).all() and (rest.n_overlaps == 0).all()
 
 
 def test_rejected_attempts_keep_their_reason(home):

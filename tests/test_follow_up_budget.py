@@ -30,7 +30,7 @@ PASS_RATE = {"first": 0.3, "retry": 0.8, "resample": 0.2}
 
 
 class _Sampler:
-    name, model_ref, tokenizer = "fake", "m", None
+    name, model_ref, tokenizer, policy_digest = "fake", "m", None, None
 
     def generate(self, prompts, *, n=1, seed=0, **_):
         from models.sampling.base import Completion

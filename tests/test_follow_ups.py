@@ -162,7 +162,7 @@ def test_every_preset_names_its_seed_result_and_a_real_model():
 class _FakeSampler:
     """n completions per prompt, named by prompt and sample; no model."""
 
-    name, model_ref, tokenizer = "fake", "m", None
+    name, model_ref, tokenizer, policy_digest = "fake", "m", None, None
 
     def generate(self, prompts, *, n=1, seed=0, **_):
         from models.sampling.base import Completion
@@ -175,7 +175,7 @@ def test_a_fan_follows_each_failed_first_try_up_k_times_in_one_level():
     attempt_idx 1, sample_idx 0..K-1, distinct attempt ids; both strategies alike."""
     from models.prompts import PromptStyle
     from tasks.follow_ups import follow_up_levels
-    from tasks.sample import draw, samples_per_request
+    from tasks.sample import DrawSettings, draw, samples_per_request
 
     by_id = {p.problem_id: p for p in PROBLEMS}
     rows = [_failed_row(p) for p in PROBLEMS[:3]]
@@ -194,11 +194,7 @@ def test_a_fan_follows_each_failed_first_try_up_k_times_in_one_level():
             reqs,
             phase="train",
             seed=0,
-            n=samples_per_request(cfg, 1),
-            temperature=1.0,
-            top_p=1.0,
-            max_new_tokens=8,
-            stop=(),
+            settings=DrawSettings(samples_per_request(cfg, 1), 1.0, 1.0, 8, ()),
         )
         assert [(a.parent_id, a.attempt_idx, a.sample_idx) for a in out] == [
             (f.attempt_id, 1, s) for f in rows for s in range(k)

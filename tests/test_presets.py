@@ -202,11 +202,11 @@ def test_opsd_presets_run_and_store_student_rollouts_with_the_teacher_prompt(tin
     assert set(rollouts.experiment) == {"opsd-null", "opsd-dynamic-curriculum"}
     assert (rollouts.pi_kind == "reference_solution").all()
     assert all(pi in t and pi not in p for p, t, pi in zip(rollouts.prompt, rollouts.teacher_prompt, rollouts.pi_text))
-    provenance = query("""select count(*) n, count(sampler_seed) seeds, count(sample_key) keys,
+    provenance = query("""select count(*) n, count(sampler_seed) seeds, count(sample_key) sample_keys,
                                  count(*) filter (where len(completion_token_ids) = n_completion_tokens) ids,
                                  count(policy_digest) digests
                           from attempts where phase = 'opsd'""").iloc[0]
-    assert provenance.n == provenance.seeds == provenance.keys == provenance.ids > 0 == provenance.digests
+    assert provenance.n == provenance.seeds == provenance.sample_keys == provenance.ids > 0 == provenance.digests
     tr = query("""select r.experiment, t.arm, t.method, t.steps from trainings t join runs r using (run_id)
                   where t.method = 'opsd'""")
     assert (tr.steps > 0).all() and set(tr.experiment) == {"opsd-null", "opsd-dynamic-curriculum"}
