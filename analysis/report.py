@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.diversity import diversity
+from analysis.mechanism import acceptance_by_level, eval_flips, examples_by_problem, format_or_answer
 from analysis.metrics import Estimate, paired_bootstrap, pass_at_k
 from analysis.page import (
     Block,
@@ -116,7 +117,10 @@ class Report:
     compute: pd.DataFrame
     diversity: pd.DataFrame
     images: dict[str, bytes] = field(default_factory=dict)
-    tries: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: first tries vs retries
+    levels: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm and follow-up level: pass, acceptance
+    sources: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: examples from newly/already solved
+    answers: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm and round: answered, pass1 when answered
+    flips: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: held-out pairs gained and lost
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)  # per arm: follow-ups per failed first try
     arm_changes: dict[str, str] = field(default_factory=dict)  # arm -> what it sets, "key=value, ..."
     retry_chain: RetryChain | None = None  # one accepted retry with what led to it
@@ -237,15 +241,10 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
             home,
             params,
         ),
-        tries=query(
-            """SELECT arm, CASE WHEN coalesce(attempt_idx, 0) = 0 THEN 'first try' ELSE 'retry' END AS try,
-                      count(*) AS attempts, count(*) FILTER (WHERE passed) AS passed,
-                      count(*) FILTER (WHERE accepted) AS accepted,
-                      avg(passed::INT) AS pass_rate
-               FROM attempts WHERE run_id = $run_id AND phase = 'train' GROUP BY ALL ORDER BY arm, try""",
-            home,
-            params,
-        ),
+        levels=acceptance_by_level(run_id, home),
+        sources=examples_by_problem(run_id, home),
+        answers=format_or_answer(run_id, home),
+        flips=eval_flips(run_id, home),
         budget=follow_up_budget(run_id, home),
         arm_changes={
             a["name"]: ", ".join(f"{k}={json.dumps(v)}" for k, v in a.get("set", {}).items()) or "(the config as is)"
@@ -420,6 +419,9 @@ def format_table(report: Report) -> str:
         unclear = [a.arm for a in report.arms if a.reading.startswith("inconclusive")]
         if unclear:
             lines.append(f"inconclusive at this power (95 % interval holds 0): {', '.join(unclear)}")
+        against = [a.arm for a in report.arms if a.reading.startswith("no effect detected")]
+        if against:
+            lines.append(f"no effect detected (95 % interval holds 0, not the sprint's result): {', '.join(against)}")
     lines.append(
         f"run {report.run_id}  config {report.lineage['config_hash']}  code {report.lineage['code_version'][:12]}"
         f"  data {report.lineage['data_hash']}"
@@ -505,16 +507,19 @@ def report_page(report: Report) -> ReportPage:
             [
                 Paragraph(
                     text(
-                        "Training attempts of all seeds and rounds: how often a first try passed, how often a "
-                        "retry after a failure did, and how many of each became SFT data."
+                        "Training attempts of all seeds and rounds by follow-up level (0: the first try, 1: the first "
+                        "follow-up of a failure, ...): how often each passed and how many became SFT data. A retry "
+                        "arm whose follow-ups pass no more often than a double-sample control's is not using what "
+                        "its retry prompt shows."
                     )
                 ),
-                Table.from_frame(report.tries),
+                Table.from_frame(report.levels),
                 *_budget_blocks(report.budget),
                 Paragraph(text("Why attempts were rejected (", code("attempts.reject_reason"), "):")),
                 Table.from_frame(report.rejects),
             ],
         ),
+        Section(text("Why: where the training data came from, and what moved"), 2, _why_blocks(report)),
         Section(text("An accepted retry, from its failed first try"), 2, _chain_blocks(report.retry_chain)),
         Section(text("Compute per arm (all seeds and rounds)"), 2, [_compute_table(report.compute)]),
         Section(text("Path diversity of correct training attempts"), 2, [Table.from_frame(report.diversity)]),
@@ -538,6 +543,37 @@ def _power_blocks(report: Report) -> list[Block]:
                 "inconclusive at this power: the run cannot tell that effect from none.",
             )
         )
+    ]
+
+
+def _why_blocks(report: Report) -> list[Block]:
+    """The mechanism behind the Δs (analysis/mechanism.py): data sources, answer format, held-out flips."""
+    return [
+        Paragraph(
+            text(
+                "Accepted examples by the problem they came from, over all seeds and rounds (",
+                code("problems"),
+                " counts seed x round x problem): problems a first try already solved, whose examples sharpen what "
+                "the model can do, and problems only a follow-up solved (newly solved), what a retry or a second "
+                "sample adds to plain rejection sampling.",
+            )
+        ),
+        Table.from_frame(report.sources),
+        Paragraph(
+            text(
+                "Held-out pass@1 split into answer format and answer: the share of completions with an answer "
+                "the verifier could read, and the pass rate among those. A gain in the first alone is format "
+                "learning, not the skill."
+            )
+        ),
+        Table.from_frame(report.answers),
+        Paragraph(
+            text(
+                "Held-out (seed, problem) pairs from round 0 to each arm's last round: gained (failed, now "
+                "passes), lost, kept and never solved. An arm's Δ is (gained - lost) / pairs."
+            )
+        ),
+        Table.from_frame(report.flips),
     ]
 
 

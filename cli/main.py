@@ -148,6 +148,33 @@ def demo(*, set: Sets = None, run_id: RunId = None) -> int:
     return _run(load_config("demo", set or []), run_id)
 
 
+@app.command
+def sweep(name: str, *, only: Annotated[list[str] | None, Parameter(negative=())] = None) -> int:
+    """A design sweep: a preset at several settings on seeds fixed before looking, to find where its comparison
+    can be told apart. Runs what is not run yet, then prints the table (also written to
+    PIDISTILL_HOME/sweeps/NAME.md): per setting, the compared arm minus the reference with its 95 % interval,
+    the MDE of that difference, and the accepted examples per arm (from newly solved problems).
+
+    Parameters
+    ----------
+    name
+        A sweep of experiments/sweeps/ (e.g. demo) or a path to a sweep YAML.
+    only
+        Run only these settings (the table shows every setting already run).
+    """
+    from experiments.sweep import load_sweep
+    from flows.sweep import sweep_flow
+    from storage.home import home_dir
+
+    spec = load_sweep(name)  # a bad spec fails in a line, before Prefect starts
+    started = time.time()
+    print(f"sweep {spec.name}: {len(spec.settings)} settings of {spec.preset}, seeds {spec.seeds}", flush=True)
+    table = sweep_flow(name, only)
+    print(f"\nsweep {spec.name} finished in {time.time() - started:.0f} s\n\n{table}")
+    print(f"Table: {home_dir() / 'sweeps' / (spec.name + '.md')}")
+    return 0
+
+
 def _needs_missing_piece(cfg: ExperimentConfig) -> str | None:
     """Why a preset cannot run at all here (Lean presets without Lean, OPSD before its trainer)."""
     from tasks.runs import PreflightError, preflight
