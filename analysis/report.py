@@ -43,6 +43,7 @@ from analysis.page import (
     Preformatted,
     ReportPage,
     Section,
+    Span,
     code,
     render_html,
     render_markdown,
@@ -126,6 +127,7 @@ class Report:
     retry_chain: RetryChain | None = None  # one accepted retry with what led to it
     k: int = 1  # pass@k's k: the most samples per problem drawn in evaluation (1: pass@k is pass@1)
     power: Power | None = None  # the run's design (most seeds x problems of an arm) under its own variance
+    power_vs_reference: Power | None = None  # the same for the arms' differences from the reference arm
 
 
 def _matrix(ev: pd.DataFrame, arm: str, rnd: int) -> pd.DataFrame:
@@ -225,6 +227,7 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
             )
         )
     power = _power(ev, arms)
+    power_vs_reference = _power_vs_reference(ev, arms, reference)
     _read(arms, power, config.get("seed_result", ""))
     report = Report(
         run_id=run_id,
@@ -255,6 +258,7 @@ def build_report(run_id: str, home: Path | None = None, n_boot: int = 2000) -> R
         diversity=_diversity(run_id, arm_domains(config), home),
         k=k,
         power=power,
+        power_vs_reference=power_vs_reference,
     )
     report.images = report_plots(report)
     return report
@@ -268,6 +272,19 @@ def _power(ev: pd.DataFrame, arms: list[ArmResult]) -> Power | None:
     except ValueError:
         return None
     return power_of(measured, max(a.delta.n_seeds for a in arms), max(a.delta.n_problems for a in arms))
+
+
+def _power_vs_reference(ev: pd.DataFrame, arms: list[ArmResult], reference: str) -> Power | None:
+    """The design's power for `vs <reference>`: the variance of the arms' last rounds minus the reference's;
+    None when no arm is compared with it."""
+    compared = [a.vs_reference for a in arms if a.vs_reference is not None]
+    try:
+        measured = components(paired_differences(ev, versus=reference), "this run")
+    except ValueError:
+        return None
+    if not compared:
+        return None
+    return power_of(measured, max(e.n_seeds for e in compared), max(e.n_problems for e in compared), f"vs {reference}")
 
 
 def _read(arms: list[ArmResult], power: Power | None, seed_result: str) -> None:
@@ -422,11 +439,52 @@ def format_table(report: Report) -> str:
         against = [a.arm for a in report.arms if a.reading.startswith("no effect detected")]
         if against:
             lines.append(f"no effect detected (95 % interval holds 0, not the sprint's result): {', '.join(against)}")
+    lines += _versus_lines(report)
+    lines += _why_lines(report)
     lines.append(
         f"run {report.run_id}  config {report.lineage['config_hash']}  code {report.lineage['code_version'][:12]}"
         f"  data {report.lineage['data_hash']}"
     )
     return "\n".join(lines)
+
+
+def _versus_lines(report: Report) -> list[str]:
+    """Whether this run tells each arm from the reference: its `vs` interval against the MDE of a difference."""
+    p = report.power_vs_reference
+    if p is None:
+        return []
+    compared = {a.arm: a.vs_reference for a in report.arms if a.vs_reference is not None}
+    apart = [arm for arm, e in compared.items() if e.low > 0 or e.high < 0]
+    not_apart = [arm for arm in compared if arm not in apart]
+    words = [f"told apart (95 % interval excludes 0): {', '.join(apart)}"] if apart else []
+    words += [f"cannot tell apart at this power: {', '.join(not_apart)}"] if not_apart else []
+    return [
+        f"vs {report.reference}: MDE {p.mde * 100:.1f} pp at {p.seeds} seeds x {p.problems} problems; "
+        + "; ".join(words)
+    ]
+
+
+def _why_lines(report: Report) -> list[str]:
+    """The report's "Why" in two terminal lines, for runs where some arm followed failures up: what each arm
+    trained on (from newly solved problems), and how often its first tries and its follow-ups passed."""
+    levels = report.levels
+    if levels.empty or not (levels.level > 0).any():
+        return []
+    sources = report.sources.set_index("arm")
+    passed = levels.assign(follow_up=levels.level > 0).groupby(["arm", "follow_up"])[["attempts", "passed"]].sum()
+
+    def rate(arm: str, follow_up: bool) -> str:
+        if (arm, follow_up) not in passed.index:
+            return "-"
+        row = passed.loc[(arm, follow_up)]
+        return f"{100 * row.passed / row.attempts:.1f} %"
+
+    arms = [a.arm for a in report.arms if a.arm in sources.index]
+    return [
+        "trained on (examples from newly solved problems): "
+        + ", ".join(f"{a} {sources.examples[a]} ({sources.examples_newly_solved[a]})" for a in arms),
+        "passed (first tries / follow-ups): " + ", ".join(f"{a} {rate(a, False)} / {rate(a, True)}" for a in arms),
+    ]
 
 
 def report_page(report: Report) -> ReportPage:
@@ -531,6 +589,18 @@ def _power_blocks(report: Report) -> list[Block]:
     """The power line under the Δpp table: what this design could detect, and how to read an interval with 0."""
     if report.power is None:
         return []
+    versus = report.power_vs_reference
+    against: list[str | Span] = (
+        []
+        if versus is None
+        else [
+            f" Arms against {report.reference} (the ",
+            code(f"vs_{report.reference}"),
+            " column): ",
+            strong(design_line(versus)),
+            ".",
+        ]
+    )
     return [
         Paragraph(
             text(
@@ -541,6 +611,7 @@ def _power_blocks(report: Report) -> list[Block]:
                 code("reading"),
                 ": an interval that holds 0 (and the sprint's result for the arm, when it names one) is ",
                 "inconclusive at this power: the run cannot tell that effect from none.",
+                *against,
             )
         )
     ]

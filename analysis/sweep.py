@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.mechanism import examples_by_problem
-from analysis.metrics import Estimate
-from analysis.power import components, mde, paired_differences
 from analysis.report import build_report
 from analysis.tables import interval_pp, signed_pp
 from storage.catalog import query
@@ -64,7 +62,7 @@ def sweep_row(
         difference=diff.mean,
         low=diff.low,
         high=diff.high,
-        mde=_difference_mde(run_id, reference, diff, home),
+        mde=None if report.power_vs_reference is None else report.power_vs_reference.mde,
         examples={a: (int(examples.examples[a]), int(examples.examples_newly_solved[a])) for a in examples.index},
     )
 
@@ -74,20 +72,6 @@ def _minutes(run_id: str, home: Path | None) -> float:
         "SELECT epoch(finished_at) - epoch(started_at) AS s FROM runs WHERE run_id = $run_id", home, {"run_id": run_id}
     )
     return float(row.s.iloc[0]) / 60 if not row.empty and row.s.notna().all() else float("nan")
-
-
-def _difference_mde(run_id: str, reference: str, diff: Estimate, home: Path | None) -> float | None:
-    """The MDE of compared - reference at this run's seeds x problems, under the variance of that difference."""
-    ev = query(
-        "SELECT arm, seed, round, problem_id, n, n_pass FROM evaluations WHERE run_id = $run_id",
-        home,
-        {"run_id": run_id},
-    )
-    try:
-        c = components(paired_differences(ev, versus=reference), "this run")
-    except ValueError:
-        return None
-    return mde(c, diff.n_seeds, diff.n_problems)
 
 
 HEADER = [

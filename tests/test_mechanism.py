@@ -124,14 +124,18 @@ def test_eval_flips_add_up_to_the_arms_delta(pidistill_home):
 
 
 def test_the_report_shows_why(pidistill_home):
-    from analysis.report import build_report, to_markdown
+    from analysis.report import build_report, format_table, to_markdown
 
     _write(pidistill_home)
     config = {"arms": [{"name": "plain"}, {"name": "retry"}], "domain": {"name": "arith"}, "seed_result": ""}
     run = {"run_id": "m", "experiment": "x", "config_json": json.dumps(config), "config_hash": "h"}
     run |= {"code_version": "c", "data_hash": "d", "started_at": T0, "finished_at": T0, "status": "completed"}
     write_rows(pidistill_home / "m" / "runs" / "run.parquet", [run | {"error": None, "smoke": False}], "runs")
-    md = to_markdown(build_report("m", n_boot=50))
+    report = build_report("m", n_boot=50)
+    table = format_table(report).splitlines()
+    assert table[-3] == "trained on (examples from newly solved problems): plain 1 (0), retry 2 (1)"
+    assert table[-2] == "passed (first tries / follow-ups): plain 33.3 % / -, retry 50.0 % / 33.3 %"
+    md = to_markdown(report)
     assert "## Why: where the training data came from, and what moved" in md
     assert "| arm | problems | solved_by_a_first_try | newly_solved |" in md
     assert "| retry | 4 | 2 | 1 | 0 | 1 |" in md  # the flips

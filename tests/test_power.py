@@ -288,6 +288,9 @@ def test_the_report_states_its_power_and_reads_each_arm(pidistill_home: Path):
     table = format_table(report)
     assert f"power: MDE {report.power.mde * 100:.1f} pp at 3 seeds x 40 problems" in table
     assert "inconclusive at this power (95 % interval holds 0): a, b" in table
+    assert report.power_vs_reference is not None and report.power_vs_reference.comparison == "vs a"
+    versus = f"vs a: MDE {report.power_vs_reference.mde * 100:.1f} pp at 3 seeds x 40 problems"
+    assert f"{versus}; cannot tell apart at this power: b" in table.splitlines()
     md = to_markdown(report)
     assert "Power: **MDE" in md and "| p_value | reading | vs_a |" in md
     assert md.count("inconclusive at this power (MDE") == 2

@@ -133,6 +133,7 @@ def test_markdown_and_html_have_the_same_sections_and_cells_are_escaped(pidistil
         "pass@1 by round",
         "pass@k by round",
         "First tries and retries",
+        "Why: where the training data came from, and what moved",
         "An accepted retry, from its failed first try",
         "Compute per arm (all seeds and rounds)",
         "Path diversity of correct training attempts",
@@ -145,7 +146,8 @@ def test_markdown_and_html_have_the_same_sections_and_cells_are_escaped(pidistil
     row = next(r for r in re.findall(r"<tr>(.*?)</tr>", html) if "bad |" in r)
     assert row.count("<td>") == 4  # arm, try, outcome, attempts
     assert "| base | first try | bad \\| <b>bold</b> | 2 |" in md
-    assert md.count("_(none)_") == 2  # compute and diversity: no stages, no passing train attempts
+    # compute, diversity and answer format: no stages, no passing train attempts, no eval attempts
+    assert md.count("_(none)_") == 3
 
 
 def _report(rejects: pd.DataFrame) -> Report:
