@@ -7,6 +7,7 @@
     pidistill list                                   # presets and what the original sprint measured
     pidistill plan PRESET [--set key=value ...] [--effect 0.05] [--pilot RUN_ID ...]
                                                      # power: the MDE of its seeds x problems, what an effect needs
+    pidistill sweep SWEEP [--only SETTING ...]       # a preset at several settings, seeds fixed first (experiments/sweeps)
     pidistill sql "select arm, avg(passed::int) from attempts group by arm"
     pidistill report [RUN_ID ...]                    # report.md + report.html (default: the latest run)
     pidistill bootstrap-model                        # build the tiny local model now

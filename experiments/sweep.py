@@ -70,14 +70,17 @@ class SweepSpec(BaseModel):
         return self.arms[-1]
 
 
+def sweep_names() -> list[str]:
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
 def load_sweep(name_or_path: str) -> SweepSpec:
     """A sweep by name (experiments/sweeps/NAME.yaml) or path; ConfigError naming what is wrong."""
     path = Path(name_or_path)
     if not path.suffix:
         path = SWEEPS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
-        raise ConfigError(f"no sweep {name_or_path!r} (no file {path}); sweeps: {known}")
+        raise ConfigError(f"no sweep {name_or_path!r} (no file {path}); sweeps: {sweep_names()}")
     try:
         spec = SweepSpec.model_validate(yaml.safe_load(path.read_text()))
     except ValidationError as exc:

@@ -17,6 +17,8 @@ runs a worker):
   takes the form from the flow's signature, the same for every deployment.
 - `smoke-<preset>` for SMOKE_PRESETS: the preset at micro scale (`pidistill run <preset> --smoke`, plus a
   few `--set`s), a CPU run of about a minute for trying the UI (and the end-to-end test).
+- `sweep/sweep-<name>` per design sweep of experiments/sweeps/ (`pidistill sweep <name>`): flows/sweep.py's
+  sweep_flow, parameters `{name: <name>}`; `only` picks settings.
 - `nightly/nightly`: flows/nightly.py:nightly_flow on a cron schedule (NIGHTLY_CRON, UTC) over
   NIGHTLY_PRESETS. Change them here and `--write`; the UI can pause the schedule or start a custom run.
 
@@ -35,12 +37,14 @@ from typing import Any
 import yaml
 
 from experiments.config import ExperimentConfig, load_config, preset_names
+from experiments.sweep import load_sweep, sweep_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 WORK_POOL = "pidistill"
 EXPERIMENT_ENTRYPOINT = "flows/experiment.py:experiment_flow"
 NIGHTLY_ENTRYPOINT = "flows/nightly.py:nightly_flow"
+SWEEP_ENTRYPOINT = "flows/sweep.py:sweep_flow"
 # Each gets a `smoke-<preset>` deployment: the preset at micro scale (--smoke) with these --set overrides on
 # top, so it runs in about a minute on 2 CPU cores (the full --smoke demo, 2 rounds x 3 retries, takes ~3).
 SMOKE_PRESETS: dict[str, list[str]] = {"demo": ["rounds=1", "retry.max_retries=1"]}
@@ -107,6 +111,18 @@ def deployments() -> list[dict[str, Any]]:
             f"{len(cfg.seeds)} seed(s), {cfg.rounds} round(s)."
         )
         out.append(_experiment_deployment(f"smoke-{name}", cfg, desc, ["smoke", *cfg.arm_domains()]))
+    for name in sweep_names():
+        spec = load_sweep(name)
+        out.append(
+            {
+                "name": f"sweep-{name}",
+                "description": _one_line(spec.description) or f"The {name} design sweep.",
+                "entrypoint": SWEEP_ENTRYPOINT,
+                "tags": ["sweep"],
+                "work_pool": {"name": WORK_POOL},
+                "parameters": {"name": name},
+            }
+        )
     out.append(
         {
             "name": "nightly",

@@ -239,14 +239,18 @@ def test_every_deployment_validates_to_its_preset_with_the_same_config_hash():
     compare by it); the smoke variants equal `--smoke` with their `--set`s."""
     import yaml
 
+    from experiments.sweep import sweep_names
     from flows.deployments import NIGHTLY_PRESETS, SMOKE_PRESETS
 
     spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
     by_name = {d["name"]: d for d in spec["deployments"]}
-    assert set(by_name) == set(preset_names()) | {f"smoke-{p}" for p in SMOKE_PRESETS} | {"nightly"}
+    sweeps = {f"sweep-{s}" for s in sweep_names()}
+    assert set(by_name) == set(preset_names()) | {f"smoke-{p}" for p in SMOKE_PRESETS} | sweeps | {"nightly"}
     for name, dep in by_name.items():
         assert dep["work_pool"] == {"name": "pidistill"}, name
-        if name == "nightly":
+        if name in sweeps:
+            assert dep["entrypoint"] == "flows/sweep.py:sweep_flow" and dep["parameters"] == {"name": name[6:]}
+        if name == "nightly" or name in sweeps:
             continue
         assert dep["entrypoint"] == "flows/experiment.py:experiment_flow"
         preset = name.removeprefix("smoke-")

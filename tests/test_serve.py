@@ -259,7 +259,8 @@ def test_serve_deploys_and_its_worker_runs_a_deployment_triggered_through_the_ap
 
     # Every deployment of prefect.yaml is on the server, with a typed, described form.
     assert set(on_server) == {
-        ("nightly/" if d["name"] == "nightly" else "experiment/") + d["name"] for d in deployments()
+        {"nightly": "nightly/", "sweep": "sweep/"}.get(d["name"].split("-")[0], "experiment/") + d["name"]
+        for d in deployments()
     }
     props = dep.parameter_openapi_schema["definitions"]["ExperimentConfig"]["properties"]
     assert all(p.get("description") for p in props.values())
