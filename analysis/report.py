@@ -459,8 +459,8 @@ def _versus_lines(report: Report) -> list[str]:
     words = [f"told apart (95 % interval excludes 0): {', '.join(apart)}"] if apart else []
     words += [f"cannot tell apart at this power: {', '.join(not_apart)}"] if not_apart else []
     return [
-        f"vs {report.reference}: MDE {p.mde * 100:.1f} pp at {p.seeds} seeds x {p.problems} problems; "
-        + "; ".join(words)
+        f"vs {report.reference}: MDE {p.mde * 100:.1f} pp at {p.seeds} seed{'s' if p.seeds != 1 else ''} x "
+        f"{p.problems} problems; " + "; ".join(words)
     ]
 
 

@@ -39,6 +39,11 @@ class SweepSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     preset: str = Field(description="The preset (or YAML config) every setting starts from.")
+    base: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides applied before each setting's: the preset as the sweep started from it, so the "
+        "sweep's runs stay what they were when the preset moves on (to the setting the sweep chose, say).",
+    )
     seeds: list[int] = Field(
         min_length=2, description="Fixed before looking; not the preset's own. A setting takes the first few."
     )
@@ -99,7 +104,7 @@ def load_sweep(name_or_path: str) -> SweepSpec:
 
 
 def setting_config(spec: SweepSpec, setting: Setting) -> ExperimentConfig:
-    """The preset with the setting's overrides, the sweep's seeds and only the sweep's arms."""
+    """The preset with the sweep's base and the setting's overrides, the sweep's seeds and only its arms."""
     base = load_config(spec.preset)
     by_name = {a.name: a for a in base.arms}
     if missing := [a for a in spec.arms if a not in by_name]:
@@ -108,7 +113,7 @@ def setting_config(spec: SweepSpec, setting: Setting) -> ExperimentConfig:
     try:
         return load_config(
             spec.preset,
-            [f"{k}={json.dumps(v)}" for k, v in setting.set.items()]  # JSON is YAML: --set parses it back
+            [f"{k}={json.dumps(v)}" for k, v in (spec.base | setting.set).items()]  # JSON is YAML: --set parses it back
             + [f"seeds={spec.seeds[: setting.seeds]}", f"arms={json.dumps(arms)}"],
         )
     except ConfigError as exc:

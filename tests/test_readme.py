@@ -36,7 +36,7 @@ def _table(printed: str) -> list[str]:
 def test_the_readme_marks_its_checked_tables():
     commands = [c for c, _ in checked_tables()]
     assert any(c.startswith("run star-try-again --smoke") for c in commands)
-    assert any(c.startswith("demo") for c in commands)
+    assert any(c.startswith("demo --set seeds=[0]") for c in commands)
     for command, table in checked_tables():
         assert "--run-id" in command, f"{command}: a fixed --run-id, or the lineage line cannot match"
         assert _table(table), command

@@ -67,6 +67,12 @@ def test_a_bad_spec_is_named_before_anything_runs(tmp_path, changes, message):
         [setting_config(spec, s) for s in spec.settings]
 
 
+def test_the_base_comes_before_each_setting_and_the_setting_wins(tmp_path):
+    spec = load_sweep(str(_spec(tmp_path, base={"rounds": 3, "eval.temperature": 0.5})))
+    cfg = setting_config(spec, spec.settings[0])
+    assert (cfg.rounds, cfg.eval.temperature) == (1, 0.5)
+
+
 def test_an_unknown_sweep_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"no sweep 'nope'.*sweeps: \[.*'demo'"):
         load_sweep("nope")
