@@ -209,14 +209,14 @@ def _one_line(err: str) -> str:
 def test_plan_demo_on_an_empty_catalog_assumes_the_variance(capsys, pidistill_home: Path):
     assert main(["plan", "demo"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("demo: 3 seeds x 200 eval problems; arms no-retry, double-sample, retry")
+    assert out.startswith("demo: 6 seeds x 1000 eval problems; arms no-retry, double-sample, retry")
     assert "variance vs base: assumed (no earlier runs of 'demo')" in out
-    assert re.search(rf"^  vs base +{mde(assumed_components(), 3, 200) * 100:.1f} pp$", out, flags=re.MULTILINE)
+    assert re.search(rf"^  vs base +{mde(assumed_components(), 6, 1000) * 100:.1f} pp$", out, flags=re.MULTILINE)
     assert "vs no-retry" in out  # arm vs the reference arm too
-    assert 'effect +8.8 pp, from seed_result "retry +8.8pp' in out and "2 seeds at 200 problems" in out
+    assert 'effect +8.8 pp, from seed_result "retry +8.8pp' in out and "1 seed at 1000 problems" in out
     assert main(["plan", "demo", "--effect", "0.05", "--set", "seeds=[0,1,2,3,4]"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("demo: 5 seeds x 200") and "effect +5.0 pp, --effect:" in out
+    assert out.startswith("demo: 5 seeds x 1000") and "effect +5.0 pp, --effect:" in out
 
 
 @pytest.mark.parametrize(
