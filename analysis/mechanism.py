@@ -1,6 +1,6 @@
 """Why an arm moved: where its training data came from and what changed on the held-out problems.
 
-Three questions a Δpp alone cannot answer, each one SQL query over the attempts table:
+Four questions a Δpp alone cannot answer, each one SQL query over the attempts table:
 
 - `acceptance_by_level`: per arm and follow-up level (0 the first try, 1 the first follow-up, ...), how many
   attempts were drawn, passed and became SFT data. A retry arm whose level 1 passes no more often than a
@@ -12,7 +12,8 @@ Three questions a Δpp alone cannot answer, each one SQL query over the attempts
   verifier could read and the pass rate among those. A gain in the first alone is format learning (the model
   learnt to end with "#### 13"), not arithmetic.
 - `eval_flips`: per arm, held-out (seed, problem) pairs the last round gained (failed at round 0, passes now)
-  and lost; Δ is their difference over the pairs, so a Δ of +1 pp can be 40 gains and 38 losses.
+  and lost; with one greedy sample a problem, Δ is their difference over the pairs, so a Δ of +1 pp can be
+  40 gains and 38 losses.
 
 Counts are over all seeds and rounds of the train phase (examples) and all seeds of the eval phase (flips).
 """

@@ -12,10 +12,12 @@ unbiased pass@k by round, k the most samples per problem drawn in evaluation;
 a sweep curve when the arms differ in one field (K, lr, rounds, ...); reject
 reasons, the follow-up budget (follow-ups per failed first try, per arm: a
 control matches the arm it controls only where these agree), compute, and
-path diversity of correct training attempts; the
-design's power (analysis.power: the MDE under the run's own variance) and
-each arm's reading of its Δ at that power ("inconclusive at this power" when
-its interval holds 0). Point estimates equal the catalog's `summary` view
+path diversity of correct training attempts; why each arm moved
+(analysis.mechanism: examples from newly vs already solved problems, answer
+format vs answer, held-out flips); the design's power (analysis.power: the
+MDE under the run's own variance, vs base and vs the reference arm) and each
+arm's reading of its Δ at that power ("inconclusive at this power" when its
+interval holds 0). Point estimates equal the catalog's `summary` view
 (tests check it).
 
 `report_page` turns the numbers into a page (analysis.page: sections of paragraphs,
@@ -641,7 +643,8 @@ def _why_blocks(report: Report) -> list[Block]:
         Paragraph(
             text(
                 "Held-out (seed, problem) pairs from round 0 to each arm's last round: gained (failed, now "
-                "passes), lost, kept and never solved. An arm's Δ is (gained - lost) / pairs."
+                "passes), lost, kept and never solved. With one sample a problem (greedy evaluation) an arm's Δ is "
+                "(gained - lost) / pairs."
             )
         ),
         Table.from_frame(report.flips),
