@@ -3,9 +3,10 @@
     experiments/sweeps/demo.yaml        # the spec: a preset, fixed seeds, the arms compared, named settings
     pidistill sweep demo                # runs what is not run yet, prints and writes the table
 
-Every setting is the preset with its overrides and the sweep's own `seeds` and `arms`. The seeds are part of
-the spec, fixed before any result is seen, and a sweep's seeds are not the preset's: a setting chosen on
-the sweep's seeds is then confirmed by the preset's own seeds, which took no part in choosing it.
+Every setting is the preset with the sweep's `base` overrides, then its own, and the sweep's `seeds` and
+`arms`. The seeds are part of the spec, fixed before any result is seen, and a sweep's seeds are not the
+preset's: a setting chosen on the sweep's seeds is then confirmed by the preset's own seeds, which took no
+part in choosing it.
 
 A setting's run id is `sweep-<sweep>-<setting>-<config hash>`: rerunning the sweep resumes or reuses its
 runs, and a setting whose overrides change gets a run of its own.
