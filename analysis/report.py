@@ -280,11 +280,11 @@ def _power_vs_reference(ev: pd.DataFrame, arms: list[ArmResult], reference: str)
     """The design's power for `vs <reference>`: the variance of the arms' last rounds minus the reference's;
     None when no arm is compared with it."""
     compared = [a.vs_reference for a in arms if a.vs_reference is not None]
+    if not compared:
+        return None
     try:
         measured = components(paired_differences(ev, versus=reference), "this run")
     except ValueError:
-        return None
-    if not compared:
         return None
     return power_of(measured, max(e.n_seeds for e in compared), max(e.n_problems for e in compared), f"vs {reference}")
 

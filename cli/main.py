@@ -163,11 +163,12 @@ def sweep(name: str, *, only: Annotated[list[str] | None, Parameter(negative=())
     only
         Run only these settings (the table shows every setting already run).
     """
-    from experiments.sweep import load_sweep
+    from experiments.sweep import check_only, load_sweep
     from flows.sweep import sweep_flow
     from storage.home import home_dir
 
-    spec = load_sweep(name)  # a bad spec fails in a line, before Prefect starts
+    spec = load_sweep(name)  # a bad spec or --only fails in a line, before Prefect starts
+    check_only(spec, only)
     started = time.time()
     print(f"sweep {spec.name}: {len(spec.settings)} settings of {spec.preset}, seeds {spec.seeds}", flush=True)
     table = sweep_flow(name, only)

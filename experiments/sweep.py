@@ -104,6 +104,12 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     return spec
 
 
+def check_only(spec: SweepSpec, only: list[str] | None) -> None:
+    """ConfigError naming the settings `--only` asks for that the sweep does not have."""
+    if unknown := sorted(set(only or []) - {s.name for s in spec.settings}):
+        raise ConfigError(f"sweep {spec.name} has no settings {unknown}; settings: {[s.name for s in spec.settings]}")
+
+
 def setting_config(spec: SweepSpec, setting: Setting) -> ExperimentConfig:
     """The preset with the sweep's base and the setting's overrides, the sweep's seeds and only its arms."""
     base = load_config(spec.preset)

@@ -6,8 +6,7 @@ from prefect import flow, get_run_logger
 
 from analysis.sweep import SweepRow, sweep_row, to_markdown
 from analysis.tables import interval_pp, signed_pp
-from experiments.config import ConfigError
-from experiments.sweep import describe, load_sweep, setting_config, setting_run_id
+from experiments.sweep import check_only, describe, load_sweep, setting_config, setting_run_id
 from flows.experiment import experiment_flow
 from storage.catalog import query
 from storage.home import home_dir
@@ -23,9 +22,7 @@ def sweep_flow(name: str, only: list[str] | None = None) -> str:
         only: Setting names to run (default: all); the table still shows every setting already run.
     """
     spec = load_sweep(name)
-    unknown = sorted(set(only or []) - {s.name for s in spec.settings})
-    if unknown:
-        raise ConfigError(f"sweep {spec.name} has no settings {unknown}; settings: {[s.name for s in spec.settings]}")
+    check_only(spec, only)
     planned = [(s, setting_config(spec, s)) for s in spec.settings]  # every setting checked before any runs
     rows: list[SweepRow] = []
     for setting, config in planned:

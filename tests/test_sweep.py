@@ -73,6 +73,15 @@ def test_the_base_comes_before_each_setting_and_the_setting_wins(tmp_path):
     assert (cfg.rounds, cfg.eval.temperature) == (1, 0.5)
 
 
+def test_an_unknown_only_is_one_line_before_prefect_starts(tmp_path, capsys, pidistill_home):
+    from cli.main import main
+
+    assert main(["sweep", str(_spec(tmp_path)), "--only", "c"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pidistill: config error: sweep micro has no settings ['c']; settings: ['a', 'b']"]
+    assert not (pidistill_home / "sweeps").exists()
+
+
 def test_an_unknown_sweep_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"no sweep 'nope'.*sweeps: \[.*'demo'"):
         load_sweep("nope")
